@@ -1,0 +1,183 @@
+"""The experiment schema: one YAML shape shared by every stage.
+
+An experiment file sets the env, budgets and sizes; a variant file is a small delta on top
+(``--config EXPERIMENT --config VARIANT``, layered left to right). Parts (the vision model,
+the memory model, an encoder) are chosen with ``class_path``/``init_args``. Every stage's
+parser holds the whole schema, so any experiment file parses in any stage and an unknown
+key fails at parse time with the key named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import pytorch_lightning as pl
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+
+from jepa_wm.io import hash_obj
+
+
+@dataclass
+class TrainConfig:
+    """Trainer settings for a Lightning stage (V or M).
+
+    Args:
+        max_epochs: Passes over the training data.
+        max_steps: Optimiser steps; -1 means no limit (``max_epochs`` decides).
+        batch_size: Samples per batch (frames for V, windows for M).
+        num_workers: DataLoader worker processes (0 = load in the main process).
+        val_fraction: Fraction of episodes held out for validation diagnostics.
+        max_frames: Use at most this many stored frames (None = all).
+        accelerator: Lightning accelerator: ``cpu`` (default), ``auto`` or ``gpu``.
+        devices: Lightning devices (``auto``, a count, or a list).
+        strategy: Lightning strategy, e.g. ``auto`` or ``ddp`` for several GPUs or nodes.
+        num_nodes: Nodes for multi-node DDP.
+        precision: Lightning precision, e.g. ``32-true`` or ``bf16-mixed``.
+        threads: torch CPU threads (None = torch's default).
+    """
+
+    max_epochs: int = 1
+    max_steps: int = -1
+    batch_size: int = 64
+    num_workers: int = 0
+    val_fraction: float = 0.1
+    max_frames: Optional[int] = None
+    accelerator: str = "cpu"
+    devices: Any = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    threads: Optional[int] = None
+
+
+@dataclass
+class ControllerConfig:
+    """CMA-ES over the linear controller C (Ha & Schmidhuber 2018 settings by default).
+
+    Args:
+        where: Train ``dream`` (inside M, batched) or ``real`` (in the real env).
+        generations: CMA-ES generations.
+        popsize: Candidates per generation.
+        rollouts: Rollouts per candidate; fitness is their mean return.
+        sigma0: Initial CMA-ES step size.
+        tau: Dream temperature (mixture logits / tau, sigmas * sqrt(tau)).
+        max_steps: Step limit of one dream (and real) episode.
+        include_cell: Feed the LSTM cell state c to C as well as h.
+        done: ``threshold`` (done when p > 0.5, as the paper) or ``sample``.
+        real_check_every: Every this many generations the best C plays real episodes.
+        real_check_episodes: Real episodes per check.
+        workers: Real-env worker processes (``where: real`` and checks).
+    """
+
+    where: str = "dream"
+    generations: int = 100
+    popsize: int = 64
+    rollouts: int = 16
+    sigma0: float = 0.1
+    tau: float = 1.15
+    max_steps: int = 2100
+    include_cell: bool = False
+    done: str = "threshold"
+    real_check_every: int = 10
+    real_check_episodes: int = 4
+    workers: int = 2
+
+
+@dataclass
+class EvaluateConfig:
+    """Final evaluation of C.
+
+    Args:
+        episodes: Real-env episodes (fixed seeds).
+        dream_episodes: Dreams at the training temperature.
+        taus: Extra dream temperatures for the virtual-vs-actual table (empty = none).
+        workers: Real-env worker processes.
+    """
+
+    episodes: int = 100
+    dream_episodes: int = 1024
+    taus: list[float] = field(default_factory=list)
+    workers: int = 2
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases logging.
+
+    Args:
+        mode: ``offline`` (default: no account, ``wandb sync`` later), ``online`` or
+            ``disabled``. The WANDB_MODE environment variable overrides it.
+        project: W&B project name.
+        entity: W&B entity (team or user); None = your default.
+        dir: Where offline run folders go (None = the stage's output folder).
+    """
+
+    mode: str = "offline"
+    project: str = "jepa_wm"
+    entity: Optional[str] = None
+    dir: Optional[str] = None
+
+
+def experiment_parser(prog: str = "jepa-wm", description: str | None = None) -> ArgumentParser:
+    """The schema every stage parses: data keys at top level, then one section per stage."""
+    p = ArgumentParser(prog=prog, description=description, exit_on_error=False,
+                       default_meta=False)
+    p.add_argument("--config", action=ActionConfigFile,
+                   help="YAML config file(s), layered left to right.")
+    p.add_argument("--experiment", type=str, default="default", help="Experiment name.")
+    p.add_argument("--variant", type=str, default="vae", help="Variant name (group in W&B).")
+    p.add_argument("--sweep", type=Optional[str], default=None, help="Sweep name (W&B tag).")
+    p.add_argument("--seed", type=int, default=0, help="Seed for data, training and C.")
+    p.add_argument("--debug", type=bool, default=False, help="Show tracebacks on errors.")
+    # data: what is collected (shared by every variant of one env, budget and seed)
+    p.add_argument("--env", type=str, default="VizdoomTakeCover-v1",
+                   help="Gymnasium env id (pixels from observations or render()).")
+    p.add_argument("--image_size", type=int, default=64, help="Frames are resized to this.")
+    p.add_argument("--frame_skip", type=int, default=1, help="Env steps per agent action.")
+    p.add_argument("--max_episode_steps", type=Optional[int], default=None,
+                   help="Episode step limit (None = the env's own; Doom adds 2100).")
+    p.add_argument("--episodes", type=int, default=100, help="Random episodes to collect.")
+    p.add_argument("--workers", type=int, default=2, help="Parallel envs for collection.")
+    # parts and stage settings
+    p.add_argument("--vision", type=Optional[pl.LightningModule], default=None,
+                   help="The V model: class_path/init_args of a jepa_wm.vision module.")
+    p.add_argument("--vision_train", type=TrainConfig, default=TrainConfig())
+    p.add_argument("--memory", type=Optional[pl.LightningModule], default=None,
+                   help="The M model: class_path/init_args (jepa_wm.memory.MDNRNNModule).")
+    p.add_argument("--memory_train", type=TrainConfig, default=TrainConfig())
+    p.add_argument("--controller", type=ControllerConfig, default=ControllerConfig())
+    p.add_argument("--evaluate", type=EvaluateConfig, default=EvaluateConfig())
+    p.add_argument("--wandb", type=WandbConfig, default=WandbConfig())
+    return p
+
+
+DATA_KEYS = ("env", "image_size", "frame_skip", "max_episode_steps", "episodes", "seed")
+
+
+def to_dict(cfg: Namespace | dict) -> dict:
+    """A plain, JSON-able dict of a (possibly nested) Namespace."""
+    if isinstance(cfg, Namespace):
+        cfg = cfg.as_dict()
+    return {k: to_dict(v) if isinstance(v, (Namespace, dict)) else v for k, v in cfg.items()}
+
+
+def data_hash(cfg: Namespace) -> str:
+    """Identity of a rollout store: env, image size, frame skip, step limit, budget, seed."""
+    return hash_obj({k: cfg[k] for k in DATA_KEYS})
+
+
+def section_hash(cfg: Namespace, *keys: str, upstream: str = "") -> str:
+    """Hash of the config sections a stage depends on, chained to its input's hash."""
+    return hash_obj({"upstream": upstream, **{k: to_dict(cfg[k]) if isinstance(
+        cfg[k], Namespace) else cfg[k] for k in keys}})
+
+
+def instantiate(spec: dict | Namespace) -> Any:
+    """Build an object from a ``{"class_path": ..., "init_args": {...}}`` spec (nested
+    specs inside init_args are built too). Used to rebuild a model from its checkpoint."""
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--obj", type=Any)
+    spec = to_dict(spec)
+    cfg = parser.parse_object({"obj": spec})
+    return parser.instantiate_classes(cfg).obj

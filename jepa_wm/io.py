@@ -1,0 +1,99 @@
+"""Small file helpers shared by every stage: one-line user errors, atomic writes, hashes,
+and the "stage complete" marker that lets a stage be skipped or resumed."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+
+class UserError(Exception):
+    """Bad input from the user: the CLI prints it as one line (no traceback) and exits 2.
+
+    The message names the thing at fault and what would be accepted.
+    """
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it over ``path`` only on success.
+
+    A kill at any point leaves either the old file or the new one, never a partial file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read JSON; a missing or unparsable file is a one-line ``UserError`` naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def write_yaml(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as YAML, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(obj, sort_keys=False))
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file, streamed (never the whole file in RAM)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_obj(obj: Any, n: int = 12) -> str:
+    """Short stable hash of a JSON-able object (dict keys sorted)."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:n]
+
+
+DONE_FILE = "DONE.json"
+
+
+def is_done(out: str | os.PathLike, config_hash: str) -> bool:
+    """True when stage folder ``out`` was completed with the same config hash."""
+    marker = Path(out) / DONE_FILE
+    if not marker.exists():
+        return False
+    try:
+        return json.loads(marker.read_text()).get("config_hash") == config_hash
+    except json.JSONDecodeError:
+        return False
+
+
+def mark_done(out: str | os.PathLike, config_hash: str, **info: Any) -> None:
+    """Record that stage folder ``out`` is complete for ``config_hash`` (written last)."""
+    write_json(Path(out) / DONE_FILE, {"config_hash": config_hash, **info})

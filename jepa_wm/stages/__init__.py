@@ -1,0 +1,1 @@
+"""CLI glue: one module per stage with ``add_arguments(parser)`` and ``main(cfg)``."""
