@@ -140,13 +140,13 @@ def experiment_parser(prog: str = "jepa-wm", description: str | None = None) -> 
     p.add_argument("--episodes", type=int, default=100, help="Random episodes to collect.")
     p.add_argument("--workers", type=int, default=2, help="Parallel envs for collection.")
     # parts and stage settings
-    p.add_argument("--vision", type=Optional[pl.LightningModule], default=None,
+    p.add_argument("--vision_model", type=Optional[pl.LightningModule], default=None,
                    help="The V model: class_path/init_args of a jepa_wm.vision module.")
     p.add_argument("--vision_train", type=TrainConfig, default=TrainConfig())
-    p.add_argument("--memory", type=Optional[pl.LightningModule], default=None,
+    p.add_argument("--memory_model", type=Optional[pl.LightningModule], default=None,
                    help="The M model: class_path/init_args (jepa_wm.memory.MDNRNNModule).")
     p.add_argument("--memory_train", type=TrainConfig, default=TrainConfig())
-    p.add_argument("--controller", type=ControllerConfig, default=ControllerConfig())
+    p.add_argument("--controller_train", type=ControllerConfig, default=ControllerConfig())
     p.add_argument("--evaluate", type=EvaluateConfig, default=EvaluateConfig())
     p.add_argument("--wandb", type=WandbConfig, default=WandbConfig())
     return p
