@@ -1,0 +1,68 @@
+"""The CLI and the shared config schema, through the real entry point in a subprocess."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+
+
+def jepa_wm(*args, cwd=ROOT):
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    return subprocess.run([sys.executable, "-m", "jepa_wm.cli", *map(str, args)], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_usage_lists_every_stage():
+    out = jepa_wm()
+    assert out.returncode == 0
+    for stage in ("collect", "inspect", "train-vision", "encode", "train-memory",
+                  "train-controller", "evaluate", "run", "sweep", "report"):
+        assert stage in out.stdout
+
+
+def test_unknown_stage_is_one_line_error():
+    out = jepa_wm("colect")
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0
+    assert "'colect'" in out.stderr and "collect" in out.stderr
+
+
+def test_print_config_layers_files_left_to_right(tmp_path):
+    a = tmp_path / "a.yaml"
+    b = tmp_path / "b.yaml"
+    a.write_text("experiment: a\nseed: 1\nvision_train:\n  batch_size: 16\n")
+    b.write_text("seed: 2\nvision_train:\n  max_epochs: 3\n")
+    out = jepa_wm("inspect", "--config", a, "--config", b, "--print_config")
+    assert out.returncode == 0, out.stderr
+    cfg = yaml.safe_load(out.stdout)
+    assert cfg["experiment"] == "a" and cfg["seed"] == 2
+    assert cfg["vision_train"]["batch_size"] == 16 and cfg["vision_train"]["max_epochs"] == 3
+
+
+@pytest.mark.parametrize("content, named", [
+    ("vision_train:\n  bacth_size: 3\n", "bacth_size"),
+    ("episodez: 3\n", "episodez"),
+    ("seed: not-a-number\n", "seed"),
+    ("controller_train:\n  popsize: many\n", "popsize"),
+])
+def test_bad_config_fails_at_parse_time_naming_the_key(tmp_path, content, named):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(content)
+    out = jepa_wm("inspect", "--config", bad, "--print_config")
+    assert out.returncode == 2
+    assert named in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_config_file_is_valid_yaml_with_a_header_comment(path):
+    text = path.read_text()
+    assert text.startswith("#"), f"{path.name}: start with a comment saying what it is for"
+    assert isinstance(yaml.safe_load(text), dict)

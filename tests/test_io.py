@@ -1,0 +1,32 @@
+"""Atomic writes and stage markers: a failed write never replaces a good file."""
+
+import pytest
+
+from jepa_wm.io import UserError, atomic_path, is_done, mark_done, read_json, write_json
+
+
+def test_atomic_path_keeps_old_file_when_writer_fails(tmp_path):
+    target = tmp_path / "x.json"
+    write_json(target, {"a": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("partial")
+            raise RuntimeError("killed mid-write")
+    assert read_json(target) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_done_marker_is_tied_to_the_config_hash(tmp_path):
+    assert not is_done(tmp_path, "abc")
+    mark_done(tmp_path, "abc", wall_time=1.5)
+    assert is_done(tmp_path, "abc")
+    assert not is_done(tmp_path, "abd")
+
+
+def test_read_json_errors_name_the_file(tmp_path):
+    bad = tmp_path / "meta.json"
+    bad.write_text("{not json")
+    with pytest.raises(UserError, match="meta.json"):
+        read_json(bad)
+    with pytest.raises(UserError, match="missing.json: file not found"):
+        read_json(tmp_path / "missing.json")
