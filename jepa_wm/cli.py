@@ -8,23 +8,11 @@ imported, so ``jepa-wm collect`` does not pay for Lightning's import.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import traceback
 
-STAGES = {
-    "collect": "Collect episodes of a real env into a rollout store.",
-    "inspect": "Print a rollout store's summary and verify every shard's checksum.",
-    "train-vision": "Train a vision model V (VAE, JEPA or random) on a rollout store.",
-    "encode": "Encode every stored frame with a trained V into a latent set.",
-    "train-memory": "Train the MDN-RNN M on a latent set.",
-    "train-controller": "Train the linear controller C with CMA-ES in the dream or the real env.",
-    "evaluate": "Evaluate C in the real env and in the dream; write results.json.",
-    "run": "Run every stage of one variant and seed, skipping what is done.",
-    "sweep": "Run a grid of variants x seeds and write its report.",
-    "report": "Tabulate and plot finished runs of an experiment.",
-}
+from jepa_wm.stages import STAGES, build_parser
 
 
 def _usage() -> str:
@@ -32,20 +20,6 @@ def _usage() -> str:
     return ("usage: jepa-wm <stage> [--config FILE ...] [options]\n\nstages:\n" + rows +
             "\n\n`jepa-wm <stage> --help` lists a stage's options; "
             "`--print_config` shows the resolved config.")
-
-
-def _stage_module(stage: str):
-    return importlib.import_module(f"jepa_wm.stages.{stage.replace('-', '_')}")
-
-
-def build_parser(stage: str):
-    """The full parser of one stage: the experiment schema plus the stage's own flags."""
-    from jepa_wm.config import experiment_parser
-
-    module = _stage_module(stage)
-    parser = experiment_parser(prog=f"jepa-wm {stage}", description=STAGES[stage])
-    module.add_arguments(parser)
-    return parser, module
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import pytorch_lightning as pl
+import torch
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from jepa_wm.io import hash_obj
@@ -65,6 +65,9 @@ class ControllerConfig:
         max_steps: Step limit of one dream (and real) episode.
         include_cell: Feed the LSTM cell state c to C as well as h.
         done: ``threshold`` (done when p > 0.5, as the paper) or ``sample``.
+        reward: Dream reward: ``head`` (M's reward head) or ``survival`` (+1 per step
+            survived: the take-cover reward, so the return is the survival time).
+        start: Dreams start from real latents of ``episode`` starts or ``random`` frames.
         real_check_every: Every this many generations the best C plays real episodes.
         real_check_episodes: Real episodes per check.
         workers: Real-env worker processes (``where: real`` and checks).
@@ -79,6 +82,8 @@ class ControllerConfig:
     max_steps: int = 2100
     include_cell: bool = False
     done: str = "threshold"
+    reward: str = "head"
+    start: str = "episode"
     real_check_every: int = 10
     real_check_episodes: int = 4
     workers: int = 2
@@ -140,10 +145,10 @@ def experiment_parser(prog: str = "jepa-wm", description: str | None = None) -> 
     p.add_argument("--episodes", type=int, default=100, help="Random episodes to collect.")
     p.add_argument("--workers", type=int, default=2, help="Parallel envs for collection.")
     # parts and stage settings
-    p.add_argument("--vision_model", type=Optional[pl.LightningModule], default=None,
+    p.add_argument("--vision_model", type=Optional[torch.nn.Module], default=None,
                    help="The V model: class_path/init_args of a jepa_wm.vision module.")
     p.add_argument("--vision_train", type=TrainConfig, default=TrainConfig())
-    p.add_argument("--memory_model", type=Optional[pl.LightningModule], default=None,
+    p.add_argument("--memory_model", type=Optional[torch.nn.Module], default=None,
                    help="The M model: class_path/init_args (jepa_wm.memory.MDNRNNModule).")
     p.add_argument("--memory_train", type=TrainConfig, default=TrainConfig())
     p.add_argument("--controller_train", type=ControllerConfig, default=ControllerConfig())

@@ -1,0 +1,165 @@
+"""torch Dataset views of a rollout store: frames and frame pairs for V, windows for M.
+
+All views index the store's memory maps on demand (nothing is preloaded) and can be
+restricted to a subset of episodes (``split_episodes`` makes a train/validation split).
+Actions come out as float vectors (``jepa_wm.envs.action_to_vector``: one-hot for
+Discrete), the form the nets consume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from jepa_wm.data.store import RolloutStore
+from jepa_wm.envs import action_to_vector
+from jepa_wm.io import UserError
+
+
+def split_episodes(store: RolloutStore, val_fraction: float,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Episode numbers ``(train, val)``: a random ``val_fraction`` of the episodes (at
+    least one when ``val_fraction > 0`` and there are two or more episodes) held out."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise UserError(f"val_fraction {val_fraction}: must be in [0, 1)")
+    n = store.num_episodes
+    n_val = round(val_fraction * n)
+    if val_fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _episodes(store: RolloutStore, episodes: Sequence[int] | None) -> np.ndarray:
+    if episodes is None:
+        return np.arange(store.num_episodes)
+    episodes = np.asarray(episodes, dtype=np.int64)
+    if episodes.size and (episodes.min() < 0 or episodes.max() >= store.num_episodes):
+        raise IndexError(f"episode numbers must be in 0..{store.num_episodes - 1}")
+    return episodes
+
+
+def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, e)`` for each pair."""
+    if not len(starts):
+        return np.zeros(0, np.int64)
+    return np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)]).astype(np.int64)
+
+
+class FrameDataset(Dataset):
+    """Single frames: ``{"obs": uint8 (3, H, W)}``.
+
+    Args:
+        store: A ``RolloutStore``.
+        episodes: Episode numbers to use (None = all).
+    """
+
+    def __init__(self, store: RolloutStore, episodes: Sequence[int] | None = None):
+        self.store = store
+        eps = _episodes(store, episodes)
+        #: global frame index of each item.
+        self.index = _ranges(store.episode_starts[eps], store.episode_ends[eps])
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"obs": torch.from_numpy(self.store.frames(self.index[i:i + 1])[0])}
+
+
+class FramePairDataset(Dataset):
+    """Consecutive frames of one episode (for JEPA): ``{"obs": uint8 (3, H, W), "a":
+    float32 (action_dim,), "next_obs": uint8 (3, H, W)}`` where ``a`` is the action taken
+    from ``obs`` and ``next_obs`` the frame it led to. The last frame of an episode has no
+    stored successor, so it is never an ``obs`` here.
+
+    Args:
+        store: A ``RolloutStore``.
+        episodes: Episode numbers to use (None = all).
+    """
+
+    def __init__(self, store: RolloutStore, episodes: Sequence[int] | None = None):
+        self.store = store
+        eps = _episodes(store, episodes)
+        self.index = _ranges(store.episode_starts[eps], store.episode_ends[eps] - 1)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        t = int(self.index[i])
+        frames = self.store.frames(np.array([t, t + 1]))
+        a = action_to_vector(self.store.action_space, self.store.actions(np.array([t])))[0]
+        return {"obs": torch.from_numpy(frames[0]), "a": torch.from_numpy(a),
+                "next_obs": torch.from_numpy(frames[1])}
+
+
+class WindowDataset(Dataset):
+    """Fixed-length windows of one episode (for M and sequence models).
+
+    Each item holds ``seq_len + 1`` time-aligned steps starting at a window start ``t``:
+
+    - ``obs`` uint8 ``(L, 3, H, W)`` — or, when ``source`` is given, ``z`` float32
+      ``(L, D)`` taken from ``source`` (e.g. the latents of every stored frame);
+    - ``a`` float32 ``(L, action_dim)``: the action taken from step ``t + k``;
+    - ``r`` float32 ``(L,)``: its reward; ``done`` float32 ``(L,)``: 1 where that step
+      ended the episode by termination (a time-limit truncation is not a death);
+    - ``mask`` bool ``(L,)``: False past the episode's end, where every field is zero.
+
+    So a model predicts step ``k + 1`` from steps ``<= k`` with inputs ``[:-1]`` and
+    targets ``[1:]``. A window never mixes two episodes. Windows start at every
+    ``stride``-th frame of an episode that leaves at least one transition.
+
+    Args:
+        store: A ``RolloutStore``.
+        seq_len: Transitions per window (the window holds ``seq_len + 1`` steps).
+        source: Optional ``(N_frames, D)`` array aligned with the store's frame index
+            (e.g. ``np.load("latents/z.npy", mmap_mode="r")``); replaces ``obs`` by ``z``.
+        stride: Frames between window starts (None = ``seq_len``: windows tile each
+            episode, the last one masked past its end).
+        episodes: Episode numbers to use (None = all).
+    """
+
+    def __init__(self, store: RolloutStore, seq_len: int, source: np.ndarray | None = None,
+                 stride: int | None = None, episodes: Sequence[int] | None = None):
+        if seq_len < 1:
+            raise UserError(f"seq_len {seq_len}: must be 1 or more")
+        stride = seq_len if stride is None else stride
+        if stride < 1:
+            raise UserError(f"stride {stride}: must be 1 or more")
+        if source is not None and (source.ndim != 2 or len(source) != store.num_frames):
+            raise UserError(f"source of shape {tuple(source.shape)}: must be (N_frames, D) "
+                            f"with N_frames = {store.num_frames}, the store's frame count")
+        self.store, self.seq_len, self.source = store, seq_len, source
+        eps = _episodes(store, episodes)
+        starts, ends = [], []
+        for s, e in zip(store.episode_starts[eps], store.episode_ends[eps]):
+            first = np.arange(s, e - 1, stride)  # each window holds >= 1 transition
+            starts.append(first)
+            ends.append(np.full(len(first), e))
+        self.starts = np.concatenate(starts).astype(np.int64) if starts else np.zeros(0, int)
+        #: end (exclusive) of the episode each window belongs to.
+        self.ends = np.concatenate(ends).astype(np.int64) if ends else np.zeros(0, int)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        start, end = int(self.starts[i]), int(self.ends[i])
+        idx = start + np.arange(self.seq_len + 1)
+        mask = idx < end
+        idx = np.minimum(idx, end - 1)  # read within the episode, then zero the padding
+        if self.source is None:
+            key, x = "obs", self.store.frames(idx)
+        else:
+            key, x = "z", np.asarray(self.source[idx], dtype=np.float32)
+        a = action_to_vector(self.store.action_space, self.store.actions(idx))
+        r = self.store.rewards(idx).astype(np.float32)
+        done = self.store.terminated(idx).astype(np.float32)
+        for arr in (x, a, r, done):
+            arr[~mask] = 0
+        return {key: torch.from_numpy(x), "a": torch.from_numpy(a), "r": torch.from_numpy(r),
+                "done": torch.from_numpy(done), "mask": torch.from_numpy(mask)}
