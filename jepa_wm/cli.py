@@ -17,7 +17,7 @@ from jepa_wm.stages import STAGES, build_parser
 
 def _usage() -> str:
     rows = "\n".join(f"  {name:<18} {doc}" for name, doc in STAGES.items())
-    return ("usage: jepa-wm <stage> [--config FILE ...] [options]\n\nstages:\n" + rows +
+    return ("usage: jepa-wm <stage> [--config FILE ...] [options] [--debug]\n\nstages:\n" + rows +
             "\n\n`jepa-wm <stage> --help` lists a stage's options; "
             "`--print_config` shows the resolved config.")
 
@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown stage {stage!r}; choose one of: {', '.join(STAGES)}",
               file=sys.stderr)
         return 2
+    # --debug is the CLI's own flag (tracebacks on errors), not part of the config
     debug = "--debug" in rest or os.environ.get("JEPA_WM_DEBUG") == "1"
+    rest = [a for a in rest if a != "--debug"]
     from jepa_wm.io import UserError
 
     try:

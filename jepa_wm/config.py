@@ -134,7 +134,6 @@ def experiment_parser(prog: str = "jepa-wm", description: str | None = None) -> 
     p.add_argument("--variant", type=str, default="vae", help="Variant name (group in W&B).")
     p.add_argument("--sweep", type=Optional[str], default=None, help="Sweep name (W&B tag).")
     p.add_argument("--seed", type=int, default=0, help="Seed for data, training and C.")
-    p.add_argument("--debug", type=bool, default=False, help="Show tracebacks on errors.")
     # data: what is collected (shared by every variant of one env, budget and seed)
     p.add_argument("--env", type=str, default="VizdoomTakeCover-v1",
                    help="Gymnasium env id (pixels from observations or render()).")
@@ -176,13 +175,3 @@ def section_hash(cfg: Namespace, *keys: str, upstream: str = "") -> str:
     """Hash of the config sections a stage depends on, chained to its input's hash."""
     return hash_obj({"upstream": upstream, **{k: to_dict(cfg[k]) if isinstance(
         cfg[k], Namespace) else cfg[k] for k in keys}})
-
-
-def instantiate(spec: dict | Namespace) -> Any:
-    """Build an object from a ``{"class_path": ..., "init_args": {...}}`` spec (nested
-    specs inside init_args are built too). Used to rebuild a model from its checkpoint."""
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_argument("--obj", type=Any)
-    spec = to_dict(spec)
-    cfg = parser.parse_object({"obj": spec})
-    return parser.instantiate_classes(cfg).obj

@@ -1,0 +1,220 @@
+"""``train-vision``: fit any V on a rollout store with a Lightning Trainer.
+
+Checkpoints every epoch (``last.ckpt`` to resume after a kill), collapse diagnostics every
+validation epoch, then ``final.ckpt`` (weights + spec only, ``load_vision`` rebuilds it),
+``metrics.json`` and ``DONE.json``. A second run with the same config does nothing.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from jsonargparse import Namespace
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from jepa_wm import io
+from jepa_wm.config import to_dict
+from jepa_wm.data.datasets import FrameDataset, WindowDataset, split_episodes
+from jepa_wm.data.store import RolloutStore
+from jepa_wm.envs import action_dim
+from jepa_wm.vision.base import VisionModule, build_vision, vision_class
+
+log = logging.getLogger(__name__)
+
+#: validation diagnostics use at most this many evenly spaced samples (RAM and time stay flat)
+MAX_VAL_ITEMS = 1024
+RUN_FILE = "run.json"
+#: vision_train keys left out of the config hash
+SPEED_ONLY = ("threads", "num_workers")
+
+
+class FramesPerSecond(pl.Callback):
+    """Logs ``train/frames_per_s``: input frames of the batch / wall time of the step."""
+
+    def __init__(self):
+        self.frames = 0
+        self.seconds = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        obs = batch["obs"]
+        n = obs.numel() // int(np.prod(obs.shape[-3:]))
+        dt = time.perf_counter() - self._t0
+        self.frames += n
+        self.seconds += dt
+        pl_module.log("train/frames_per_s", n / max(dt, 1e-9), prog_bar=True)
+
+    @property
+    def mean(self) -> float:
+        return self.frames / self.seconds if self.seconds else float("nan")
+
+
+class NonFiniteLoss(pl.Callback):
+    """Stops at the first NaN/inf loss with the step and the batch's statistics."""
+
+    def on_before_backward(self, trainer, pl_module, loss):
+        if torch.isfinite(loss):
+            return
+        obs = pl_module.to_float(pl_module.first_frames(self._batch))
+        raise io.UserError(
+            f"train-vision: loss is {loss.item()} at step {trainer.global_step}; batch frames "
+            f"mean {obs.mean():.4f} std {obs.std():.4f} min {obs.min():.4f} max "
+            f"{obs.max():.4f}; lower vision_model.init_args.lr or check the data")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._batch = batch
+
+
+def resolve_spec(cfg: Namespace, store: RolloutStore) -> dict:
+    """The ``vision_model`` spec with what the store decides filled in: ``action_dim`` (when
+    the model takes one and it is unset) and ``image_size`` (the stored frames' size)."""
+    if cfg.vision_model is None:
+        raise io.UserError("vision_model: not set; add a variant config, e.g. "
+                           "--config configs/variants/vae.yaml")
+    spec = to_dict(cfg.vision_model)
+    cls = vision_class(spec, f"vision_model.class_path {spec.get('class_path')}")
+    params = inspect.signature(cls.__init__).parameters
+    args = spec.setdefault("init_args", {})
+    if "action_dim" in params and args.get("action_dim") is None:
+        args["action_dim"] = action_dim(store.action_space)
+    if "image_size" in params:
+        args["image_size"] = int(store.image_shape[-1])
+    return spec
+
+
+def _limit_episodes(store: RolloutStore, max_frames: int | None) -> np.ndarray:
+    """The first episodes holding at most ``max_frames`` frames (at least two episodes)."""
+    eps = np.arange(store.num_episodes)
+    if max_frames is None:
+        return eps
+    keep = np.searchsorted(np.cumsum(store.episode_lengths), max_frames, side="right")
+    return eps[: max(int(keep), min(2, len(eps)))]
+
+
+def _evenly(ds: Dataset, n: int) -> Dataset:
+    if len(ds) <= n:
+        return ds
+    return Subset(ds, np.linspace(0, len(ds) - 1, n).round().astype(int).tolist())
+
+
+def make_datasets(model: VisionModule, store: RolloutStore, train_cfg: Any,
+                  seed: int) -> tuple[Dataset, Dataset]:
+    """Train and validation views of the store, split by episode (``val_fraction``)."""
+    if store.num_episodes < 2:
+        raise io.UserError(f"{store.root}: holds {store.num_episodes} episode(s); V needs at "
+                           "least 2 (one is held out for validation)")
+    eps = _limit_episodes(store, train_cfg.max_frames)
+    tr, va = split_episodes(store, max(train_cfg.val_fraction, 1e-9), seed)
+    tr, va = np.intersect1d(tr, eps), np.intersect1d(va, eps)
+    if not len(tr) or not len(va):  # max_frames cut one side away: split what is kept
+        va, tr = eps[:1], eps[1:]
+
+    def view(episodes):
+        if model.data_view == "windows":
+            return WindowDataset(store, seq_len=model.window, stride=1, episodes=episodes)
+        return FrameDataset(store, episodes=episodes)
+
+    return view(tr), _evenly(view(va), MAX_VAL_ITEMS)
+
+
+def _loaders(model, store, train_cfg, seed):
+    train_ds, val_ds = make_datasets(model, store, train_cfg, seed)
+    common = {"batch_size": train_cfg.batch_size, "num_workers": train_cfg.num_workers,
+              "persistent_workers": train_cfg.num_workers > 0}
+    train = DataLoader(train_ds, shuffle=True, drop_last=len(train_ds) > train_cfg.batch_size,
+                       generator=torch.Generator().manual_seed(seed), **common)
+    return train, DataLoader(val_ds, shuffle=False, **common)
+
+
+def save_final(model: VisionModule, path: Path, **extra: Any) -> None:
+    """Weights + spec only, atomically: what ``load_vision`` needs, nothing pickled."""
+    ckpt = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "hyper_parameters": dict(model.hparams), "pytorch-lightning_version": pl.__version__,
+            **extra}
+    with io.atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+
+
+def _check_out(out: Path, config_hash: str) -> None:
+    """Refuse to resume (and overwrite) a folder trained with another config."""
+    run = out / RUN_FILE
+    trained = any(out.glob("*.ckpt"))
+    if trained and run.exists() and io.read_json(run).get("config_hash") != config_hash:
+        raise io.UserError(f"{out}: holds a vision run with another config; give a new --out "
+                           "or delete the folder")
+    io.write_json(run, {"config_hash": config_hash})
+
+
+def _trainer(cfg: Namespace, out: Path, callbacks: list, logger: Any) -> pl.Trainer:
+    t = cfg.vision_train
+    return pl.Trainer(
+        max_epochs=t.max_epochs, max_steps=t.max_steps, accelerator=t.accelerator,
+        devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes, precision=t.precision,
+        logger=logger, callbacks=callbacks, default_root_dir=str(out),
+        num_sanity_val_steps=0, log_every_n_steps=1, enable_model_summary=False,
+        deterministic=False)
+
+
+def train_vision(cfg: Namespace, data: str | Path, out: str | Path) -> Path:
+    """Train ``cfg.vision_model`` on the store at ``data`` into ``out``; returns final.ckpt."""
+    from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+
+    from jepa_wm.tracking import lightning_logger
+
+    out, store = Path(out), RolloutStore(data)
+    spec = resolve_spec(cfg, store)
+    # threads and loader workers change speed, not results: a rerun with others resumes
+    train = {k: v for k, v in to_dict(cfg.vision_train).items() if k not in SPEED_ONLY}
+    config_hash = io.hash_obj({"data": io.hash_obj(store.meta), "vision_model": spec,
+                               "vision_train": train, "seed": cfg.seed})
+    final = out / "final.ckpt"
+    if io.is_done(out, config_hash) and final.exists():
+        print(f"train-vision: {out} is done for this config; skipping")
+        return final
+    if cfg.vision_train.threads:
+        torch.set_num_threads(cfg.vision_train.threads)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = build_vision(spec)
+    train_loader, val_loader = _loaders(model, store, cfg.vision_train, cfg.seed)
+    _check_out(out, config_hash)
+    fps = FramesPerSecond()
+    ckpt = ModelCheckpoint(dirpath=out, filename="epoch{epoch:03d}", auto_insert_metric_name=False,
+                           save_last=True, save_top_k=1, every_n_epochs=1)
+    logger = lightning_logger(cfg, "train-vision", out)
+    trainer = _trainer(cfg, out, [ckpt, fps, NonFiniteLoss(), RichProgressBar()], logger)
+    t0 = time.time()
+    if getattr(model, "trainable", True):
+        last = out / "last.ckpt"
+        resume = str(last) if last.exists() else None
+        if resume:
+            print(f"train-vision: resuming from {last}")
+        trainer.fit(model, train_loader, val_loader, ckpt_path=resume, weights_only=True)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}  # last train step
+    trainer.validate(model, val_loader, verbose=False)  # diagnostics of the final weights
+    metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    metrics.update({f"vision/{k}": v for k, v in model.diagnostics.items()})
+    metrics.update({"loss": metrics.get("train/loss", float("nan")),
+                    "effective_rank": model.diagnostics["effective_rank"],
+                    "latent_dim": model.latent_dim, "steps": trainer.global_step,
+                    "frames_per_s": fps.mean, "wall_time_s": time.time() - t0})
+    metrics = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+               for k, v in metrics.items()}
+    save_final(model, final, global_step=trainer.global_step)
+    io.write_json(out / "metrics.json", metrics)
+    if logger:
+        logger.experiment.summary.update(metrics)
+        logger.experiment.finish()
+    io.mark_done(out, config_hash, final="final.ckpt", steps=trainer.global_step)
+    print(f"train-vision: wrote {final} (steps {trainer.global_step}, effective rank "
+          f"{model.diagnostics['effective_rank']:.2f} of {model.latent_dim})")
+    return final

@@ -1,0 +1,306 @@
+"""Vision models: loss terms against hand-computed cases, the shared V contract, checkpoints,
+the collapse demonstration on real VizDoom frames, and ``train-vision`` through the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from jepa_wm.io import UserError
+from jepa_wm.nets import TimmEncoder
+from jepa_wm.vision import JEPAModule, RandomModule, VAEModule, load_vision, losses
+from jepa_wm.vision.diagnostics import effective_rank, is_collapsed, latent_stats
+from jepa_wm.vision.train import NonFiniteLoss, save_final
+
+torch.set_num_threads(1)  # other test processes share the 2 cores
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs/experiments/smoke.yaml"
+VARIANTS = sorted((ROOT / "configs/variants").glob("*.yaml"))
+
+
+def _trainer(steps: int, **kw) -> pl.Trainer:
+    return pl.Trainer(max_steps=steps, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False,
+                      num_sanity_val_steps=0, **kw)
+
+
+# -- loss terms against small hand-computed cases ---------------------------------------------
+
+def test_vicreg_variance_hand_case():
+    # dim 0: var 2 -> std > 1 -> no penalty; dim 1: var 0 -> std sqrt(1e-4) = 0.01 -> 0.99
+    z = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])
+    assert losses.vicreg_variance(z).item() == pytest.approx((0 + 0.99) / 2, abs=1e-6)
+
+
+def test_vicreg_covariance_hand_case():
+    # cov = [[2, 2], [2, 2]]: off-diagonal squares 4 + 4 = 8, divided by D = 2
+    z = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])
+    assert losses.vicreg_covariance(z).item() == pytest.approx(4.0)
+    assert losses.vicreg_covariance(torch.tensor([[1.0, 0.0], [-1.0, 0.0]])).item() == 0.0
+
+
+def _epps_pulley_numpy(x: np.ndarray) -> float:
+    """The statistic of one 1-D sample, written out independently with numpy."""
+    t = np.linspace(-5, 5, 17)
+    g = np.exp(-t ** 2 / 2)
+    ecf_re = np.cos(np.outer(x, t)).mean(0)
+    ecf_im = np.sin(np.outer(x, t)).mean(0)
+    err = ((ecf_re - g) ** 2 + ecf_im ** 2) * g
+    return float(np.sum((err[1:] + err[:-1]) / 2 * np.diff(t)) * len(x))
+
+
+@pytest.mark.parametrize("sample", [[0.0, 0.0, 0.0], [1.0, -1.0], [0.3, -1.2, 2.0, 0.1]])
+def test_sigreg_hand_cases(sample):
+    x = torch.tensor(sample, dtype=torch.float64)[:, None]
+    got = losses.sigreg(x, directions=torch.ones(1, 1, dtype=torch.float64)).item()
+    assert got == pytest.approx(_epps_pulley_numpy(np.array(sample)), rel=1e-9)
+    if sample == [0.0, 0.0, 0.0]:  # the ecf of a point mass is 1: err = (1 - g)^2 g
+        t = np.linspace(-5, 5, 17)
+        g = np.exp(-t ** 2 / 2)
+        assert got == pytest.approx(3 * np.trapezoid((1 - g) ** 2 * g, t), rel=1e-9)
+
+
+def test_sigreg_prefers_a_gaussian_to_a_collapsed_batch():
+    g = torch.Generator().manual_seed(0)
+    gauss = torch.randn(512, 16, generator=g)
+    collapsed = gauss[:, :1].repeat(1, 16) * 0.01
+    # under N(0, 1) the N-scaled statistic is O(1); a near point mass costs O(N)
+    assert 10 * losses.sigreg(gauss, seed=1) < losses.sigreg(collapsed, seed=1)
+
+
+def test_ema_momentum_schedule():
+    assert losses.ema_momentum(0, 100, 0.996, 1.0) == pytest.approx(0.996)
+    assert losses.ema_momentum(50, 100, 0.996, 1.0) == pytest.approx(0.998)
+    assert losses.ema_momentum(100, 100, 0.996, 1.0) == pytest.approx(1.0)
+    assert losses.ema_momentum(7, 0, 0.99, 1.0) == 0.99  # unknown length: stay at start
+
+
+def test_ema_update_arithmetic():
+    target, online = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
+    for p in target.parameters():
+        torch.nn.init.zeros_(p)
+    for p in online.parameters():
+        torch.nn.init.ones_(p)
+    losses.ema_update_(target, online, 0.9)
+    assert target.weight.item() == pytest.approx(0.1)
+    losses.ema_update_(target, online, 0.9)
+    assert target.bias.item() == pytest.approx(0.19)  # 0.9 * 0.1 + 0.1
+
+
+def test_effective_rank_and_collapse_alarm():
+    g = torch.Generator().manual_seed(0)
+    iso = torch.randn(4000, 8, generator=g)
+    assert effective_rank(iso) > 7.5
+    line = torch.randn(500, 1, generator=g) * torch.randn(1, 8, generator=g) + 3.0
+    assert effective_rank(line) < 1.05
+    stats = latent_stats(torch.cat([iso[:500, :2], torch.full((500, 6), 0.5)], 1))
+    assert stats["dead_fraction"] == pytest.approx(6 / 8)
+    assert is_collapsed(stats) and not is_collapsed(latent_stats(iso))
+
+
+def test_vae_kl_has_the_papers_free_bits():
+    m = VAEModule(latent_dim=4)
+    for layer in (m.mu, m.logvar):  # posterior = prior: KL = 0, floored at 0.5 * 4
+        torch.nn.init.zeros_(layer.weight)
+        torch.nn.init.zeros_(layer.bias)
+    out = m.losses(torch.rand(3, 3, 64, 64))
+    assert out["kl"].item() == pytest.approx(2.0)
+    assert out["loss"].item() == pytest.approx(out["recon"].item() + 2.0)
+
+
+# -- the shared contract ----------------------------------------------------------------------
+
+def _models():
+    return [VAEModule(latent_dim=8), JEPAModule(latent_dim=8, action_dim=3),
+            JEPAModule(latent_dim=8, action_dim=3, anti_collapse="vicreg"),
+            RandomModule(latent_dim=8)]
+
+
+@pytest.mark.parametrize("model", _models(), ids=lambda m: type(m).__name__)
+def test_every_v_encodes_uint8_to_latent_dim(model, tmp_path):
+    model.eval()
+    obs = torch.randint(0, 256, (5, 3, 64, 64), dtype=torch.uint8)
+    z = model.encode(obs)
+    assert z.shape == (5, model.latent_dim) and z.dtype == torch.float32
+    assert torch.equal(z, model.encode(obs))  # VAE: the mean, not a sample
+    with pytest.raises(UserError, match="not a batch of images"):
+        model.encode(obs[0])
+    # rebuilt from the checkpoint alone, which holds only plain data
+    path = tmp_path / "final.ckpt"
+    save_final(model, path)
+    assert "spec" in torch.load(path, weights_only=True)["hyper_parameters"]
+    again = load_vision(path)
+    assert type(again) is type(model) and torch.allclose(again.encode(obs), z)
+
+
+def test_timm_encoder_checkpoint_round_trip(tmp_path):
+    m = JEPAModule(latent_dim=8, action_dim=3,
+                   encoder=TimmEncoder("vit_tiny_patch16_224", img_size=64, patch_size=16))
+    m.eval()
+    save_final(m, tmp_path / "v.ckpt")
+    obs = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    assert torch.allclose(load_vision(tmp_path / "v.ckpt").encode(obs), m.encode(obs))
+
+
+def test_load_vision_refuses_other_checkpoints(tmp_path):
+    other = tmp_path / "memory.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"spec": {
+        "class_path": "jepa_wm.nets.ConvEncoder", "init_args": {}}}}, other)
+    with pytest.raises(UserError, match="memory.ckpt: not a vision checkpoint"):
+        load_vision(other)
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="junk.ckpt: not a loadable checkpoint"):
+        load_vision(junk)
+    with pytest.raises(UserError, match="not found"):
+        load_vision(tmp_path / "missing.ckpt")
+
+
+def test_jepa_bad_settings_are_one_line_errors():
+    with pytest.raises(UserError, match="anti_collapse 'bogus'.*ema, vicreg, sigreg, none"):
+        JEPAModule(action_dim=3, anti_collapse="bogus")
+    with pytest.raises(UserError, match="action_dim"):
+        JEPAModule()
+
+
+@pytest.mark.parametrize("anti_collapse", ["ema", "none"])
+def test_jepa_k_step_loss_ignores_padding(anti_collapse):
+    torch.manual_seed(0)
+    m = JEPAModule(latent_dim=8, action_dim=3, anti_collapse=anti_collapse, rollout_steps=3,
+                   predictor_hidden=16)
+    obs = torch.randint(0, 256, (4, 4, 3, 64, 64), dtype=torch.uint8)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]]).bool()
+    batch = {"obs": obs, "a": torch.rand(4, 4, 3), "mask": mask}
+    noisy = dict(batch, obs=torch.where(mask[..., None, None, None], obs,
+                                        torch.randint_like(obs, 0, 256)))
+    assert m.losses(batch)["pred"].item() == pytest.approx(m.losses(noisy)["pred"].item())
+    assert m.rollout(torch.zeros(4, 8), batch["a"][:, :3]).shape == (4, 3, 8)
+
+
+def test_nan_loss_stops_with_step_and_batch_stats():
+    class NaNVAE(VAEModule):
+        def training_step(self, batch, batch_idx):
+            return super().training_step(batch, batch_idx) * float("nan")
+
+    data = [{"obs": torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)} for _ in range(4)]
+    with pytest.raises(UserError, match=r"loss is nan at step 0; batch frames mean"):
+        _trainer(2, callbacks=[NonFiniteLoss()]).fit(NaNVAE(latent_dim=4),
+                                                     DataLoader(data, batch_size=2))
+
+
+# -- real VizDoom frames ----------------------------------------------------------------------
+
+def _doom(doom_store, seq_len=1):
+    from jepa_wm.data import RolloutStore
+    from jepa_wm.data.datasets import WindowDataset
+
+    store = RolloutStore(doom_store)
+    frames = torch.from_numpy(store.frames(np.arange(0, store.num_frames, 3)))
+    return store, WindowDataset(store, seq_len, stride=1), frames
+
+
+def test_jepa_none_collapses_while_regularised_variants_do_not(doom_store):
+    """Same frames, steps and learning rate: without anti-collapse the embedding's effective
+    rank falls (all dims come to say the same thing); EMA, VICReg and SIGReg keep it."""
+    _, windows, frames = _doom(doom_store)
+    rank = {}
+    for ac in ("none", "ema", "vicreg", "sigreg"):
+        pl.seed_everything(0, verbose=False)
+        m = JEPAModule(latent_dim=8, action_dim=3, anti_collapse=ac, lr=2e-3,
+                       predictor_hidden=64)
+        rank_before = latent_stats(m.eval().encode(frames))["effective_rank"]
+        loader = DataLoader(windows, batch_size=32, shuffle=True, drop_last=True,
+                            generator=torch.Generator().manual_seed(0))
+        _trainer(100).fit(m.train(), loader)
+        rank[ac] = latent_stats(m.eval().encode(frames))["effective_rank"]
+    assert rank_before > 6  # the random init already spreads z over most of the 8 dims
+    assert rank["none"] < 0.5 * rank_before, rank
+    for ac in ("ema", "vicreg", "sigreg"):
+        assert rank[ac] > 1.5 * rank["none"], rank
+
+
+@pytest.mark.parametrize("encoder", [
+    {"model_name": "resnet18"},
+    {"model_name": "vit_tiny_patch16_224", "img_size": 64, "patch_size": 8},
+], ids=["timm-cnn", "timm-vit"])
+def test_timm_encoders_train_two_steps(doom_store, encoder):
+    _, windows, _ = _doom(doom_store)
+    m = JEPAModule(latent_dim=16, action_dim=3, encoder=TimmEncoder(latent_dim=16, **encoder))
+    before = [p.detach().clone() for p in m.online.parameters()]
+    _trainer(2, limit_val_batches=1).fit(m, DataLoader(windows, batch_size=8, shuffle=True))
+    assert m.global_step == 2
+    assert any(not torch.equal(a, b) for a, b in zip(before, m.online.parameters()))
+    assert all(torch.isfinite(p).all() for p in m.parameters())
+
+
+# -- train-vision through the CLI -------------------------------------------------------------
+
+def _cli(*args, **popen) -> subprocess.CompletedProcess | subprocess.Popen:
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "jepa_wm.cli", *map(str, args)]
+    if popen:
+        return subprocess.Popen(cmd, env=env, cwd=ROOT, **popen)
+    return subprocess.run(cmd, check=False, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+SMALL = ["--vision_train.max_frames", "500", "--vision_train.batch_size", "16",
+         "--vision_train.threads", "1"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda p: p.stem)
+def test_every_variant_trains_two_steps_from_the_cli(doom_store, tmp_path, variant):
+    out = tmp_path / "vision"
+    run = _cli("train-vision", "--config", SMOKE, "--config", variant, "--data", doom_store,
+               "--out", out, "--vision_train.max_steps", "2", *SMALL)
+    assert run.returncode == 0, run.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    model = load_vision(out / "final.ckpt")
+    assert metrics["latent_dim"] == model.latent_dim
+    assert metrics["steps"] == (0 if isinstance(model, RandomModule) else 2)
+    assert metrics["effective_rank"] > 1 and math.isfinite(metrics["vision/std_mean"])
+    assert (out / "DONE.json").exists()
+    if variant.stem == "vae":  # same config again: nothing to do; another config: refused
+        again = _cli("train-vision", "--config", SMOKE, "--config", variant, "--data",
+                     doom_store, "--out", out, "--vision_train.max_steps", "2", *SMALL)
+        assert again.returncode == 0 and "skipping" in again.stdout
+        other = _cli("train-vision", "--config", SMOKE, "--config", variant, "--data",
+                     doom_store, "--out", out, "--vision_train.max_steps", "3", *SMALL)
+        assert other.returncode == 2 and "another config" in other.stderr
+
+
+def test_train_vision_resumes_after_sigkill(doom_store, tmp_path):
+    out, epochs = tmp_path / "vision", 8
+    args = ["train-vision", "--config", SMOKE, "--config", ROOT / "configs/variants/vae.yaml",
+            "--data", doom_store, "--out", out, "--vision_train.max_steps", "-1",
+            "--vision_train.max_epochs", str(epochs), *SMALL]
+    proc = _cli(*args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not (out / "last.ckpt").exists() and proc.poll() is None:
+            assert time.time() < deadline, "no last.ckpt written"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not (out / "DONE.json").exists(), "finished before the kill; nothing to resume"
+    killed_at = torch.load(out / "last.ckpt", weights_only=True)["epoch"]
+    run = _cli(*args)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "resuming from" in run.stdout
+    final = torch.load(out / "last.ckpt", weights_only=True)
+    assert final["epoch"] == epochs - 1 > killed_at
+    steps_per_epoch = torch.load(out / "final.ckpt", weights_only=True)["global_step"] / epochs
+    assert steps_per_epoch == int(steps_per_epoch) > 0  # every epoch ran exactly once
