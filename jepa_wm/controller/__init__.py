@@ -1,0 +1,89 @@
+"""C's training (CMA-ES in the dream or the real env) and evaluation, plus the controller
+file ``best.npz`` they share: the flat parameter vector and the shape of C's input."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from jepa_wm.io import UserError, atomic_path, sha256_file
+from jepa_wm.nets.controller import ControllerPopulation, num_params
+
+
+@dataclass
+class ControllerFile:
+    """A saved controller: ``params`` ``(num_params,)`` float32 and what it acts on."""
+
+    params: np.ndarray
+    latent_dim: int
+    hidden_size: int
+    include_cell: bool
+    action: dict
+    fitness: float = float("nan")
+
+    @property
+    def input_dim(self) -> int:
+        return self.latent_dim + self.hidden_size * (2 if self.include_cell else 1)
+
+    def population(self, copies: int = 1) -> ControllerPopulation:
+        """This controller as a population of ``copies`` identical candidates."""
+        params = torch.as_tensor(self.params, dtype=torch.float32).expand(copies, -1)
+        return ControllerPopulation(params, self.input_dim, self.action)
+
+    def save(self, path: str | Path) -> None:
+        """Write ``best.npz`` atomically (no pickles: plain arrays and a JSON string)."""
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, params=self.params.astype(np.float32),
+                     latent_dim=self.latent_dim, hidden_size=self.hidden_size,
+                     include_cell=self.include_cell, fitness=self.fitness,
+                     action=json.dumps(self.action))
+
+    @classmethod
+    def load(cls, path: str | Path) -> ControllerFile:
+        """Read ``best.npz``; anything else is a one-line ``UserError`` naming the file."""
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                c = cls(f["params"], int(f["latent_dim"]), int(f["hidden_size"]),
+                        bool(f["include_cell"]), json.loads(str(f["action"])),
+                        float(f["fitness"]))
+        except FileNotFoundError:
+            raise UserError(f"{path}: controller file not found") from None
+        except (KeyError, ValueError, OSError) as e:
+            raise UserError(f"{path}: not a controller file written by train-controller "
+                            f"({type(e).__name__}: {e})") from None
+        if c.params.shape != (num_params(c.input_dim, c.action),):
+            raise UserError(f"{path}: {c.params.shape[0]} parameters do not fit its input "
+                            f"{c.input_dim} and action {c.action}")
+        return c
+
+    def check_fits(self, memory, path: str | Path) -> None:
+        """The controller must match M's latent size, hidden size and action space."""
+        if (self.latent_dim, self.hidden_size, self.action) != (
+                memory.latent_dim, memory.net.hidden_size, memory.action):
+            raise UserError(f"{path}: controller for latent {self.latent_dim}, hidden "
+                            f"{self.hidden_size}, action {self.action}; M has latent "
+                            f"{memory.latent_dim}, hidden {memory.net.hidden_size}, action "
+                            f"{memory.action}")
+
+
+def check_vision_matches(vision_path: str | Path, memory_path: str | Path,
+                         memory_vision_sha: str | None) -> None:
+    """M must have been trained on latents of this very V checkpoint (when M recorded it)."""
+    if memory_vision_sha and sha256_file(vision_path) != memory_vision_sha:
+        raise UserError(f"{vision_path}: not the V whose latents trained {memory_path} (sha256 "
+                        f"differs); pass the vision checkpoint of the same run")
+
+
+def load_memory_checked(memory_path: str | Path, vision_path: str | Path | None = None):
+    """``load_memory`` plus, when a V path is given, the check that M was trained on it."""
+    from jepa_wm.memory import load_memory
+
+    memory = load_memory(memory_path)
+    if vision_path is not None:
+        ckpt = torch.load(memory_path, map_location="cpu", weights_only=True)
+        check_vision_matches(vision_path, memory_path, ckpt.get("vision_sha256"))
+    return memory

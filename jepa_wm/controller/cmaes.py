@@ -1,0 +1,211 @@
+"""CMA-ES over the linear controller C (pycma), as in World Models: fitness = mean return
+over R rollouts per candidate. In the dream, the whole population (P candidates x R
+rollouts) is one batched rollout of M; in the real env, the P x R episodes are jobs over
+gymnasium vector envs. Each generation also scores the distribution mean (on more
+dreams); the mean with the best score is the controller kept in ``best.npz``.
+
+State is saved every generation (``cmaes.pkl`` with the pycma object, ``best.npz``,
+``history.json``, all atomic), and a re-run resumes from it.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from jepa_wm.controller import ControllerFile
+from jepa_wm.dream import Dream, dream_starts, rollout
+from jepa_wm.io import UserError, atomic_path, read_json, write_json
+from jepa_wm.nets.controller import ControllerPopulation, controller_input_dim, num_params
+
+WHERE = ("dream", "real")
+#: The distribution mean is scored on this many times the candidates' rollouts (dream).
+CENTER_FACTOR = 4
+
+
+def check_config(cc) -> None:
+    """Fail early, with the key named, on settings CMA-ES cannot run with."""
+    if cc.where not in WHERE:
+        raise UserError(f"controller_train.where: {cc.where!r}; accepted: dream, real")
+    for key in ("generations", "popsize", "rollouts", "max_steps"):
+        if getattr(cc, key) < 1:
+            raise UserError(f"controller_train.{key}: {getattr(cc, key)}; accepted: >= 1")
+    if cc.popsize < 2:
+        raise UserError(f"controller_train.popsize: {cc.popsize}; accepted: >= 2")
+    if not cc.sigma0 > 0:
+        raise UserError(f"controller_train.sigma0: {cc.sigma0}; accepted: a number > 0")
+
+
+def make_dream(cc, memory, latents, store, tau: Optional[float] = None) -> Dream:
+    """The dream C trains in (``controller_train`` settings; ``tau`` overrides its τ)."""
+    starts = dream_starts(latents, memory, cc.start, store)
+    return Dream(memory, starts, tau=cc.tau if tau is None else tau, done=cc.done,
+                 reward=cc.reward, max_steps=cc.max_steps)
+
+
+def generation_seed(seed: int, generation: int, salt: int = 0) -> int:
+    """Seed of one generation's dreams: a resumed run replays the same noise."""
+    return int(np.random.SeedSequence([seed, generation, salt]).generate_state(1)[0])
+
+
+def dream_fitness(dream: Dream, population: ControllerPopulation, rollouts: np.ndarray,
+                  seed: int, include_cell: bool) -> tuple[np.ndarray, int]:
+    """Mean dream return of each of the P candidates over ``rollouts[p]`` dreams each, all
+    of them in one batch. Returns ``(fitness (P,), dream steps)``."""
+    counts = torch.as_tensor(np.asarray(rollouts), dtype=torch.long)
+    owner = torch.repeat_interleave(torch.arange(len(counts)), counts)
+    generator = torch.Generator().manual_seed(seed)
+    out = rollout(dream, lambda x, index: population(x, owner[index])[1], len(owner),
+                  generator, include_cell)
+    sums = torch.zeros(len(counts)).index_add_(0, owner, out["returns"])
+    return (sums / counts).numpy(), out["steps"]
+
+
+class Trainer:
+    """One CMA-ES run writing into ``out``; ``run()`` resumes from ``cmaes.pkl`` if there.
+
+    Args:
+        cfg: The resolved experiment config (``controller_train`` section, env, seed).
+        memory: M (``MDNRNNModule``).
+        dream: The dream (``where: dream``); None for ``where: real``.
+        real: ``callable(params (n,), episodes, seed) -> returns`` playing the real env
+            (needs V); None skips the real checks and ``where: real``.
+        out: Output folder.
+        run: A wandb run (or None).
+    """
+
+    def __init__(self, cfg, memory, dream: Optional[Dream], real, out: Path, run=None):
+        self.cfg, self.cc = cfg, cfg.controller_train
+        check_config(self.cc)
+        self.memory, self.dream, self.real, self.out = memory, dream, real, out
+        self.wandb = run
+        self.input_dim = controller_input_dim(memory.latent_dim, memory.net.hidden_size,
+                                              self.cc.include_cell)
+        self.n_params = num_params(self.input_dim, memory.action)
+        if self.cc.where == "real" and real is None:
+            raise UserError("controller_train.where real: needs the vision checkpoint")
+
+    # -- state
+    def _new_state(self) -> dict:
+        import cma
+
+        es = cma.CMAEvolutionStrategy(np.zeros(self.n_params), self.cc.sigma0, {
+            "popsize": self.cc.popsize, "seed": self.cfg.seed + 1, "verbose": -9})
+        return {"es": es, "generation": 0, "best_fitness": -np.inf,
+                "best_params": np.zeros(self.n_params), "history": []}
+
+    def _load_state(self) -> dict:
+        path = self.out / "cmaes.pkl"
+        if not path.exists():
+            return self._new_state()
+        try:
+            with open(path, "rb") as f:
+                state = pickle.load(f)  # our own file, written by _save below
+        except Exception as e:
+            raise UserError(f"{path}: unreadable CMA-ES state ({type(e).__name__}); delete "
+                            "it to restart training") from None
+        shape = (len(state["best_params"]), state["es"].popsize)
+        if shape != (self.n_params, self.cc.popsize):
+            raise UserError(f"{path}: CMA-ES state for {shape[0]} parameters and popsize "
+                            f"{shape[1]}; this run has {self.n_params} and "
+                            f"{self.cc.popsize}; use a fresh --out")
+        np.random.set_state(state["np_random"])  # pycma samples from numpy's global RNG
+        return state
+
+    def _save(self, state: dict) -> None:
+        state["np_random"] = np.random.get_state()  # so a resumed run asks the same
+        with atomic_path(self.out / "cmaes.pkl") as tmp:
+            tmp.write_bytes(pickle.dumps(state))
+        ControllerFile(state["best_params"].astype(np.float32), self.memory.latent_dim,
+                       self.memory.net.hidden_size, self.cc.include_cell, self.memory.action,
+                       float(state["best_fitness"])).save(self.out / "best.npz")
+        write_json(self.out / "history.json", state["history"])
+
+    # -- one generation
+    def _fitness(self, candidates: np.ndarray, generation: int) -> tuple[np.ndarray, int]:
+        """Fitness of the P sampled candidates and, last, of the distribution mean (scored
+        on ``CENTER_FACTOR`` times more dreams: it is the controller that gets saved)."""
+        seed = generation_seed(self.cfg.seed, generation)
+        R = self.cc.rollouts
+        if self.cc.where == "dream":
+            population = ControllerPopulation(torch.as_tensor(candidates, dtype=torch.float32),
+                                              self.input_dim, self.memory.action)
+            counts = np.r_[np.full(len(candidates) - 1, R), CENTER_FACTOR * R]
+            return dream_fitness(self.dream, population, counts, seed, self.cc.include_cell)
+        out = self.real(candidates, R, seed)  # real episodes are dear: R for the mean too
+        return out["returns"].reshape(len(candidates), -1).mean(1), out["steps"]
+
+    def _real_check(self, state: dict) -> Optional[float]:
+        every, gen = self.cc.real_check_every, state["generation"]
+        if self.real is None or every <= 0 or (gen % every and gen != self.cc.generations):
+            return None
+        out = self.real(state["best_params"][None], self.cc.real_check_episodes,
+                        generation_seed(self.cfg.seed, gen, salt=1))
+        return float(np.mean(out["returns"]))
+
+    def step(self, state: dict) -> dict:
+        """Ask, evaluate, tell; update the best; return this generation's record."""
+        es = state["es"]
+        start = time.time()
+        solutions = np.asarray(es.ask())
+        center = np.asarray(es.mean).copy()
+        scores, steps = self._fitness(np.vstack([solutions, center]), state["generation"])
+        fitness, center_fitness = scores[:-1], float(scores[-1])
+        es.tell(list(solutions), list(-fitness))  # pycma minimises
+        seconds = time.time() - start
+        # keep the mean with the best score, as Ha's estool: a sampled candidate's best
+        # score over a few noisy rollouts is biased upwards (the winner's curse)
+        if center_fitness > state["best_fitness"]:
+            state["best_fitness"], state["best_params"] = center_fitness, center
+        state["generation"] += 1
+        record = {"generation": state["generation"], "best": float(fitness.max()),
+                  "center": center_fitness,
+                  "mean": float(fitness.mean()), "worst": float(fitness.min()),
+                  "best_so_far": state["best_fitness"], "sigma": float(es.sigma),
+                  "steps": steps, "seconds": seconds,
+                  f"{self.cc.where}_steps_per_s": steps / max(seconds, 1e-9)}
+        real = self._real_check(state)
+        if real is not None:
+            record["real_mean"] = real
+        state["history"].append(record)
+        return record
+
+    def run(self) -> dict:
+        """All generations (resuming); returns the final state."""
+        from rich.progress import Progress
+
+        state = self._load_state()
+        with Progress(transient=True) as bar:
+            task = bar.add_task(f"CMA-ES ({self.cc.where})", total=self.cc.generations,
+                                completed=state["generation"])
+            while state["generation"] < self.cc.generations:
+                record = self.step(state)
+                self._save(state)
+                self._log(record)
+                bar.update(task, completed=state["generation"],
+                           description=f"CMA-ES ({self.cc.where}) best {record['best']:.1f}")
+        return state
+
+    def _log(self, record: dict) -> None:
+        if self.wandb is None:
+            return
+        where = self.cc.where
+        log = {f"{where}/return_best": record["best"], f"{where}/return_mean": record["mean"],
+               f"{where}/return_worst": record["worst"], "cmaes/sigma": record["sigma"],
+               f"{where}/steps_per_s": record[f"{where}_steps_per_s"],
+               f"{where}/return_center": record["center"],
+               "cmaes/best_so_far": record["best_so_far"]}
+        if "real_mean" in record:
+            log["real/return_mean"] = record["real_mean"]
+        self.wandb.log(log, step=record["generation"])
+
+
+def load_history(out: Path) -> list:
+    """``history.json`` of a (possibly unfinished) run, or []."""
+    path = Path(out) / "history.json"
+    return read_json(path) if path.exists() else []

@@ -1,0 +1,96 @@
+"""Final evaluation of C: N real episodes with fixed seeds (vector envs, V and M in the loop)
+and N dreams at the training temperature; the dream–real gap is ``dream_mean - real_mean``.
+
+With ``evaluate.taus`` it also reproduces the paper's virtual-vs-actual temperature table
+for the one trained M: for each τ a controller is trained in the dream at that τ (same
+CMA-ES budget, resumable in ``out/tau-<τ>/``), then scored in the dream at τ and in the
+real env.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from jepa_wm.controller import ControllerFile
+from jepa_wm.controller.real import play_real
+from jepa_wm.dream import Dream, rollout
+from jepa_wm.io import read_json
+
+#: Real evaluation seeds start here: far from the seeds collection and training use.
+EVAL_SEED_BASE = 1_000_000_000
+WALL_TIME_KEYS = ("wall_time", "wall_time_s", "seconds")
+
+
+def eval_seeds(seed: int, episodes: int) -> np.ndarray:
+    """The fixed env seeds of the final evaluation of run seed ``seed``."""
+    return EVAL_SEED_BASE + 10_000 * seed + np.arange(episodes)
+
+
+def real_scores(cfg, vision, memory, controller: ControllerFile, episodes: int,
+                workers: int, on_episode=None) -> np.ndarray:
+    """Returns of ``episodes`` real episodes with the fixed evaluation seeds."""
+    out = play_real(cfg, vision, memory, controller.population(1),
+                    np.zeros(episodes, dtype=np.int64), eval_seeds(cfg.seed, episodes),
+                    controller.include_cell, workers, on_episode)
+    return out["returns"]
+
+
+def dream_scores(dream: Dream, controller: ControllerFile, episodes: int,
+                 seed: int) -> np.ndarray:
+    """Returns of ``episodes`` dreams (one batch) of ``controller``."""
+    population = controller.population(1)
+    generator = torch.Generator().manual_seed(EVAL_SEED_BASE + seed)
+    out = rollout(dream, lambda x, index: population(x, torch.zeros_like(index))[1], episodes,
+                  generator, controller.include_cell)
+    return out["returns"].numpy()
+
+
+def stage_wall_times(run_dir: Path, store_dir: Path | None = None) -> dict[str, float]:
+    """Wall time of every finished stage of this run, from its ``DONE.json`` or
+    ``metrics.json`` (the first of ``WALL_TIME_KEYS`` present), where recorded."""
+    folders = {"vision": run_dir / "vision", "encode": run_dir / "latents",
+               "memory": run_dir / "memory", "controller": run_dir / "controller"}
+    if store_dir is not None:
+        folders = {"collect": store_dir, **folders}
+    times = {}
+    for stage, folder in folders.items():
+        for name in ("DONE.json", "metrics.json"):
+            path = folder / name
+            if not path.exists():
+                continue
+            info = read_json(path)
+            info = info if isinstance(info, dict) else {}
+            value = next((info[k] for k in WALL_TIME_KEYS if k in info), None)
+            if isinstance(value, (int, float)):
+                times[stage] = float(value)
+                break
+    return times
+
+
+def summary_line(results: dict) -> str:
+    """The one-line summary ``evaluate`` prints."""
+    return (f"{results['variant']} seed {results['seed']}: real {results['real_mean']:.1f} "
+            f"± {results['real_std']:.1f} over {len(results['real_scores'])} episodes, dream "
+            f"{results['dream_mean']:.1f} (tau {results['tau']}), gap "
+            f"{results['dream_real_gap']:+.1f}")
+
+
+def evaluate(cfg, vision, memory, controller: ControllerFile, dream: Dream,
+             on_episode=None) -> dict:
+    """Real and dream scores of one controller -> the core of ``results.json``."""
+    ev = cfg.evaluate
+    start = time.time()
+    real = real_scores(cfg, vision, memory, controller, ev.episodes, ev.workers, on_episode)
+    real_seconds = time.time() - start
+    dream_returns = dream_scores(dream, controller, ev.dream_episodes, cfg.seed)
+    return {"real_mean": float(real.mean()), "real_std": float(real.std()),
+            "real_scores": [float(x) for x in real],
+            "real_seeds": [int(s) for s in eval_seeds(cfg.seed, ev.episodes)],
+            "dream_mean": float(dream_returns.mean()),
+            "dream_std": float(dream_returns.std()),
+            "dream_real_gap": float(dream_returns.mean() - real.mean()),
+            "tau": dream.tau, "real_wall_time": real_seconds}

@@ -1,0 +1,78 @@
+"""Controllers in the real env: gymnasium vector envs across cores with V encoding each
+frame and M's memory ``h`` in the loop, exactly as C sees the dream (``[z, h]`` with z
+standardised by M's latent mean/std).
+
+Episodes are jobs (a parameter vector and a seed each) handed to whichever env is free, so
+every job is played exactly once, whatever the order in which they end.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from jepa_wm.nets.controller import ControllerPopulation
+
+
+def make_vector_env(cfg, workers: int) -> gym.vector.VectorEnv:
+    """``workers`` copies of the configured env, no auto-reset (each env is reset with the
+    seed of the job it takes next)."""
+    from jepa_wm.envs import make_env
+
+    fn = partial(make_env, cfg.env, image_size=cfg.image_size, frame_skip=cfg.frame_skip,
+                 max_episode_steps=cfg.max_episode_steps)
+    mode = gym.vector.AutoresetMode.DISABLED
+    if workers == 1:
+        return gym.vector.SyncVectorEnv([fn], autoreset_mode=mode)
+    return gym.vector.AsyncVectorEnv([fn] * workers, autoreset_mode=mode)
+
+
+@torch.no_grad()
+def play_real(cfg, vision, memory, population: ControllerPopulation, owners: np.ndarray,
+              seeds: np.ndarray, include_cell: bool = False, workers: int = 2,
+              on_episode: Optional[Callable[[int, float], None]] = None) -> dict:
+    """Play one real episode per job: job j uses candidate ``owners[j]`` of ``population``
+    and env seed ``seeds[j]``.
+
+    Returns ``returns`` ``(J,)`` float, ``lengths`` ``(J,)`` int and ``steps`` (agent steps
+    taken in all). ``on_episode(j, return)`` is called as each job ends (progress bars).
+    """
+    J = len(owners)
+    W = max(1, min(workers, J))
+    envs = make_vector_env(cfg, W)
+    H = memory.net.hidden_size
+    returns, lengths = np.zeros(J), np.zeros(J, dtype=np.int64)
+    job = np.arange(W)  # job each env is playing; -1 = idle (no jobs left)
+    next_job, steps = W, 0
+    try:
+        obs, _ = envs.reset(seed=[int(seeds[j]) for j in job])
+        h, c = torch.zeros(W, H), torch.zeros(W, H)
+        while (job >= 0).any():
+            z = memory.standardise(vision.encode(torch.from_numpy(np.asarray(obs))).float())
+            x = torch.cat([z, h, c] if include_cell else [z, h], dim=-1)
+            owner = torch.as_tensor(owners[np.maximum(job, 0)], dtype=torch.long)
+            env_action, vec = population(x, owner)
+            _, h, c = memory.net.step(z, vec, h, c)
+            obs, reward, terminated, truncated, _ = envs.step(env_action.numpy())
+            active = job >= 0
+            returns[job[active]] += reward[active]
+            lengths[job[active]] += 1
+            steps += int(active.sum())
+            ended = np.asarray(terminated) | np.asarray(truncated)
+            if ended.any():
+                reset_seeds = [None] * W
+                for i in np.flatnonzero(ended):
+                    if job[i] >= 0 and on_episode is not None:
+                        on_episode(int(job[i]), float(returns[job[i]]))
+                    job[i] = next_job if next_job < J else -1
+                    next_job += job[i] >= 0
+                    reset_seeds[i] = int(seeds[job[i]]) if job[i] >= 0 else None
+                    h[i], c[i] = 0.0, 0.0
+                obs, _ = envs.reset(seed=reset_seeds, options={"reset_mask": ended})
+    finally:
+        envs.close()
+    return {"returns": returns, "lengths": lengths, "steps": steps}

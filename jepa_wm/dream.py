@@ -1,0 +1,236 @@
+"""The dream: M run as a simulator (Ha & Schmidhuber 2018, "training inside the dream").
+
+``Dream`` steps n dreams as one batch: one LSTM-cell matmul, one head matmul and one
+mixture sample per step for all of them, with finished dreams dropped from the batch
+(compaction) so the cost follows the live dreams. All noise for a step is drawn for all
+n dreams and then indexed, so a dream's trajectory depends only on its seed and its own
+actions, never on which other dreams are still alive. ``DreamEnv`` wraps one dream as a
+gymnasium env.
+
+Latents are in M's standardised space. Reward: ``"head"`` uses M's reward head;
+``"survival"`` gives +1 per step survived, the take-cover reward (the paper's dream
+return is the survival time), so the return does not depend on a learned reward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable, ClassVar, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from jepa_wm.io import UserError
+from jepa_wm.memory import MDNRNNModule, action_vectors
+from jepa_wm.nets.mdnrnn import check_tau, sample_gmm
+
+DONE_MODES = ("threshold", "sample")
+REWARD_MODES = ("head", "survival")
+START_MODES = ("episode", "random")
+
+
+@dataclass
+class DreamState:
+    """The live rows of a batch of ``n`` dreams.
+
+    z: current latent ``(N, D)``; h, c: LSTM state ``(N, H)``; index: which of the n dreams
+    each row is ``(N,)`` int64; alive: ``(N,)`` bool (all True when compacting); t: steps
+    taken; n: dreams in the batch; generator: the batch's noise source.
+    """
+
+    z: torch.Tensor
+    h: torch.Tensor
+    c: torch.Tensor
+    index: torch.Tensor
+    alive: torch.Tensor
+    t: int
+    n: int
+    generator: torch.Generator
+
+    @property
+    def live(self) -> int:
+        """Number of dreams still running."""
+        return int(self.alive.sum())
+
+    def controller_input(self, include_cell: bool = False) -> torch.Tensor:
+        """What C sees: ``[z, h]`` ``(N, D + H)`` (``[z, h, c]`` with the cell state)."""
+        parts = [self.z, self.h, self.c] if include_cell else [self.z, self.h]
+        return torch.cat(parts, dim=-1)
+
+
+class Dream:
+    """A batched simulator over M.
+
+    Args:
+        memory: The trained (or untrained) M.
+        starts: Candidate starting latents, standardised, ``(S, D)``; ``reset`` draws from
+            them.
+        tau: Temperature (mixture logits / tau, sigmas * sqrt(tau)).
+        done: ``threshold`` (done when p(done) > 0.5, the paper) or ``sample`` (Bernoulli).
+        reward: ``head`` (M's reward head) or ``survival`` (+1 per step).
+        max_steps: Time limit: a dream ends after this many steps.
+        compact: Drop finished dreams from the batch (off only to check that it changes
+            nothing, and for ``DreamEnv``).
+    """
+
+    def __init__(self, memory: MDNRNNModule, starts: torch.Tensor, tau: float = 1.0,
+                 done: str = "threshold", reward: str = "head", max_steps: int = 2100,
+                 compact: bool = True):
+        for name, value, accepted in (("done", done, DONE_MODES),
+                                      ("reward", reward, REWARD_MODES)):
+            if value not in accepted:
+                raise UserError(f"dream {name}: {value!r}; accepted: {', '.join(accepted)}")
+        if max_steps < 1:
+            raise UserError(f"dream max_steps: {max_steps}; accepted: an integer >= 1")
+        starts = torch.as_tensor(starts, dtype=torch.float32)
+        if starts.ndim != 2 or starts.shape[1] != memory.latent_dim or len(starts) == 0:
+            raise UserError(f"dream starts: shape {tuple(starts.shape)}; expected (S, "
+                            f"{memory.latent_dim}) with S >= 1")
+        self.memory, self.net = memory.eval(), memory.net
+        self.action = memory.action
+        self.starts = starts
+        self.tau = check_tau(tau)
+        self.done_mode, self.reward_mode = done, reward
+        self.max_steps, self.compact = max_steps, compact
+
+    @property
+    def latent_dim(self) -> int:
+        return self.net.latent_dim
+
+    @property
+    def hidden_size(self) -> int:
+        return self.net.hidden_size
+
+    @torch.no_grad()
+    def reset(self, n: int, generator: Optional[torch.Generator] = None,
+              seed: Optional[int] = None) -> DreamState:
+        """Start ``n`` dreams from starting latents drawn (with replacement) from ``starts``.
+
+        Give a ``generator`` or a ``seed`` for a reproducible batch.
+        """
+        if generator is None:
+            generator = torch.Generator()
+            generator.manual_seed(int(torch.seed() if seed is None else seed))
+        pick = torch.randint(len(self.starts), (n,), generator=generator)
+        h, c = self.net.initial_state(n)
+        return DreamState(self.starts[pick].clone(), h, c, torch.arange(n),
+                          torch.ones(n, dtype=torch.bool), 0, n, generator)
+
+    @torch.no_grad()
+    def step(self, state: DreamState, action: torch.Tensor
+             ) -> tuple[DreamState, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Advance every row of ``state`` by one step.
+
+        ``action``: ``(N, A)`` action vectors (or Discrete indices ``(N,)``) for the N rows
+        of ``state``. Returns ``(next_state, z, reward, done)`` where ``z`` ``(N, D)``,
+        ``reward`` ``(N,)``, ``done`` ``(N,)`` bool are for the rows of the *given* state
+        (rows already finished, kept when not compacting, get reward 0 and done True);
+        ``next_state`` holds only the unfinished rows when compacting.
+        """
+        a = action_vectors(torch.as_tensor(action), self.action)
+        pred, h, c = self.net.step(state.z, a, state.h, state.c)
+        D, n, g = self.latent_dim, state.n, state.generator
+        # noise for all n dreams, then the live rows': the same draws with or without
+        # compaction
+        shared = pred.logit_pi.dim() == 2
+        u_mix = torch.rand(n, 1 if shared else D, generator=g)[state.index]
+        eps = torch.randn(n, D, generator=g)[state.index]
+        u_done = torch.rand(n, generator=g)[state.index]
+        z = sample_gmm(pred, self.tau, uniform=u_mix, normal=eps)
+        p_done = torch.sigmoid(pred.done_logit)
+        died = p_done > 0.5 if self.done_mode == "threshold" else u_done < p_done
+        reward = torch.ones_like(p_done) if self.reward_mode == "survival" else pred.reward
+        t = state.t + 1
+        done = died | (t >= self.max_steps) | ~state.alive
+        reward = torch.where(state.alive, reward, torch.zeros_like(reward))
+        nxt = replace(state, z=z, h=h, c=c, alive=~done, t=t)
+        if self.compact:
+            keep = ~done
+            nxt = replace(nxt, z=z[keep], h=h[keep], c=c[keep], index=state.index[keep],
+                          alive=nxt.alive[keep])
+        return nxt, z, reward, done
+
+
+Policy = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def rollout(dream: Dream, policy: Policy, n: int, generator: torch.Generator,
+            include_cell: bool = False) -> dict[str, torch.Tensor | int]:
+    """Run ``n`` dreams to their ends with ``policy(x, index) -> action vectors``
+    (``x`` ``(N, in)`` controller inputs of the live rows, ``index`` their dream ids).
+
+    Returns ``returns`` ``(n,)``, ``lengths`` ``(n,)`` and ``steps`` (dream steps taken).
+    """
+    state = dream.reset(n, generator)
+    returns = torch.zeros(n)
+    lengths = torch.zeros(n, dtype=torch.long)
+    steps = 0
+    while state.live > 0:
+        index, alive = state.index, state.alive
+        action = policy(state.controller_input(include_cell), index)
+        state, _, reward, _ = dream.step(state, action)
+        returns.index_add_(0, index, reward)
+        lengths.index_add_(0, index, alive.long())
+        steps += int(alive.sum())
+    return {"returns": returns, "lengths": lengths, "steps": steps}
+
+
+def dream_starts(latents, memory: MDNRNNModule, start: str = "episode",
+                 store=None) -> torch.Tensor:
+    """Standardised starting latents ``(S, D)``: every episode's first frame
+    (``episode``, needs the rollout ``store``) or every frame (``random``)."""
+    if start not in START_MODES:
+        raise UserError(f"dream start: {start!r}; accepted: {', '.join(START_MODES)}")
+    if start == "episode":
+        if store is None:
+            raise UserError("dream start 'episode': needs the rollout store of the latents")
+        z = np.asarray(latents.z[np.asarray(store.episode_starts)])
+    else:
+        z = np.asarray(latents.z)
+    with torch.no_grad():
+        return memory.standardise(torch.as_tensor(z, dtype=torch.float32))
+
+
+class DreamEnv(gym.Env):
+    """One dream as a gymnasium env: observation ``[z, h]`` (``[z, h, c]`` with
+    ``include_cell``) float32, the real env's action space, reward and termination from
+    M (``terminated`` = M's done; ``truncated`` = the time limit).
+
+    Args:
+        dream: A ``Dream`` (its ``compact`` setting is ignored: one row always stays).
+        include_cell: Put the LSTM cell state in the observation too.
+    """
+
+    metadata: ClassVar[dict] = {"render_modes": []}
+
+    def __init__(self, dream: Dream, include_cell: bool = False):
+        self.dream = Dream(dream.memory, dream.starts, dream.tau, dream.done_mode,
+                           dream.reward_mode, dream.max_steps, compact=False)
+        self.include_cell = include_cell
+        size = dream.latent_dim + dream.hidden_size * (2 if include_cell else 1)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (size,), np.float32)
+        a = dream.action
+        self.action_space = gym.spaces.Discrete(a["n"]) if a["type"] == "discrete" else \
+            gym.spaces.Box(np.array(a["low"], np.float32), np.array(a["high"], np.float32))
+        self._state: Optional[DreamState] = None
+
+    def _obs(self) -> np.ndarray:
+        return self._state.controller_input(self.include_cell)[0].numpy().astype(np.float32)
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+        super().reset(seed=seed)
+        generator = torch.Generator()
+        generator.manual_seed(int(self.np_random.integers(2 ** 62)))
+        self._state = self.dream.reset(1, generator)
+        return self._obs(), {}
+
+    def step(self, action):
+        if self._state is None:
+            raise gym.error.ResetNeeded("DreamEnv: call reset() before step()")
+        a = torch.as_tensor(np.asarray(action)).reshape(1, *np.shape(action))
+        self._state, _, reward, done = self.dream.step(self._state, a)
+        truncated = bool(done[0]) and self._state.t >= self.dream.max_steps
+        terminated = bool(done[0]) and not truncated
+        return self._obs(), float(reward[0]), terminated, truncated, {}

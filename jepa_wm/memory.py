@@ -1,0 +1,328 @@
+"""M, the memory of World Models: ``MDNRNNModule`` trains the MDN-RNN on windows of
+standardised latents (``(z - mean) / std`` of the latent set), ``load_memory`` rebuilds it
+from its checkpoint alone, and ``train_memory`` is the ``train-memory`` stage.
+
+The latent set is ``encode``'s output folder: ``z.npy`` ``(N_frames, D)`` aligned with the
+rollout store's frame index, and ``meta.json`` with ``mean``, ``std``, ``vision_sha256`` and
+the store's path (which ``--data`` can override).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.nn import functional as F
+
+from jepa_wm.io import UserError, atomic_path, write_json
+from jepa_wm.nets.mdnrnn import MDNRNN, gmm_nll
+
+CHECKPOINT_KIND = "jepa_wm.memory"
+
+
+# ----------------------------------------------------------------------------- actions
+
+
+def describe_space(space) -> dict:
+    """A gymnasium action space as the plain dict M and C carry in their checkpoints."""
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "discrete", "n": int(space.n)}
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+        return {"type": "box", "low": [float(x) for x in space.low],
+                "high": [float(x) for x in space.high]}
+    raise UserError(f"action space {space}: not supported; accepted: Discrete or a 1-D Box")
+
+
+def action_dim(action: dict) -> int:
+    """Size of the action vector M consumes (one-hot for Discrete)."""
+    return int(action["n"]) if action["type"] == "discrete" else len(action["low"])
+
+
+def action_vectors(a: torch.Tensor, action: dict) -> torch.Tensor:
+    """Stored actions -> float vectors: Discrete int ``(...)`` -> one-hot ``(..., n)``;
+    Box ``(..., d)`` unchanged (as float). Already-vectorised actions pass through."""
+    if action["type"] == "discrete" and not torch.is_floating_point(a):
+        return F.one_hot(a.long().clamp(min=0), int(action["n"])).float()
+    return a.float()
+
+
+# ----------------------------------------------------------------------------- latents
+
+
+def load_latents(path: str | Path):
+    """Open ``encode``'s output folder (``jepa_wm.data.latents.LatentSet``, memory-mapped)."""
+    from jepa_wm.data.latents import LatentSet
+
+    return LatentSet(path)
+
+
+def latents_store_path(latents, override: Optional[str] = None) -> Path:
+    """The rollout store a latent set indexes: ``override`` (``--data``) or the path its
+    meta.json records (``store``)."""
+    found = override or latents.meta.get("store")
+    if not found:
+        raise UserError(f"{latents.path}/meta.json: does not name its rollout store; pass "
+                        "--data STORE")
+    return Path(found)
+
+
+# ----------------------------------------------------------------------------- module
+
+
+class MDNRNNModule(pl.LightningModule):
+    """M: the MDN-RNN trained on standardised latent windows (teacher forcing).
+
+    Losses (logged per part): ``memory/gmm_nll`` (mixture NLL of ``z_{t+1}`` per latent
+    dimension), ``memory/reward_loss`` (MSE of ``r_t``), ``memory/done_loss`` (BCE of
+    ``terminated_t`` with ``pos_weight``, since deaths are rare); ``train/loss`` is
+    ``gmm_nll + reward_weight * reward_loss + done_weight * done_loss``.
+
+    Args:
+        latent_dim: D; filled in by ``train-memory`` from the latent set.
+        action: Action space description (``{"type": "discrete", "n": 3}`` ...); filled in
+            by ``train-memory`` from the rollout store.
+        hidden_size: LSTM units (256; the paper's Doom M used 512).
+        num_mixtures: K Gaussians per latent dimension (5 as the paper).
+        shared_mixture: One set of mixture weights for the whole z instead of per dim.
+        seq_len: Length of the training windows (steps).
+        lr: Adam learning rate.
+        done_pos_weight: Weight of the positive (death) class in the done loss.
+        reward_weight: Weight of the reward loss in ``train/loss``.
+        done_weight: Weight of the done loss in ``train/loss``.
+        grad_clip: Gradient-norm clip (0 = none).
+        untrained: Keep M as initialised (never trained): the control for M.
+    """
+
+    def __init__(self, latent_dim: Optional[int] = None, action: Optional[dict] = None,
+                 hidden_size: int = 256, num_mixtures: int = 5, shared_mixture: bool = False,
+                 seq_len: int = 32, lr: float = 1e-3, done_pos_weight: float = 10.0,
+                 reward_weight: float = 1.0, done_weight: float = 1.0, grad_clip: float = 1.0,
+                 untrained: bool = False):
+        super().__init__()
+        if latent_dim is None or action is None:
+            raise UserError("memory_model: latent_dim and action are filled in by "
+                            "train-memory; build M through train_memory or load_memory")
+        for name, v in (("hidden_size", hidden_size), ("num_mixtures", num_mixtures),
+                        ("seq_len", seq_len)):
+            if v < 1:
+                raise UserError(f"memory_model.{name}: {v}; accepted: an integer >= 1")
+        self.save_hyperparameters()
+        self.action = dict(action)
+        self.net = MDNRNN(latent_dim, action_dim(action), hidden_size, num_mixtures,
+                          shared_mixture)
+        self.register_buffer("latent_mean", torch.zeros(latent_dim))
+        self.register_buffer("latent_std", torch.ones(latent_dim))
+
+    @property
+    def latent_dim(self) -> int:
+        return self.net.latent_dim
+
+    def standardise(self, z: torch.Tensor) -> torch.Tensor:
+        """Raw V latents ``(..., D)`` -> the standardised space M works in."""
+        return (z - self.latent_mean) / self.latent_std
+
+    def losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Batch of windows (``z`` ``(B, T+1, D)`` raw latents, ``a``, ``r``, ``done``,
+        ``mask`` ``(B, T+1)``) -> the three scalar losses and their weighted sum."""
+        z = self.standardise(batch["z"].float())
+        a = action_vectors(batch["a"], self.action)
+        mask = batch["mask"].bool()
+        pred, _ = self.net(z[:, :-1], a[:, :-1])
+        step_mask, next_mask = mask[:, :-1].float(), mask[:, 1:].float()
+        nll = gmm_nll(z[:, 1:], pred.logit_pi, pred.mu, pred.log_sigma) / self.latent_dim
+        gmm = (nll * next_mask).sum() / next_mask.sum().clamp(min=1)
+        reward = (((pred.reward - batch["r"][:, :-1].float()) ** 2) * step_mask).sum() / \
+            step_mask.sum().clamp(min=1)
+        pos_weight = torch.tensor(self.hparams.done_pos_weight, device=z.device)
+        done = (F.binary_cross_entropy_with_logits(
+            pred.done_logit, batch["done"][:, :-1].float(), reduction="none",
+            pos_weight=pos_weight) * step_mask).sum() / step_mask.sum().clamp(min=1)
+        loss = gmm + self.hparams.reward_weight * reward + self.hparams.done_weight * done
+        return {"loss": loss, "gmm_nll": gmm, "reward_loss": reward, "done_loss": done}
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self.losses(batch)
+        if not torch.isfinite(out["loss"]):
+            z = batch["z"].float()
+            raise UserError(f"memory: loss is {out['loss'].item()} at step "
+                            f"{self.global_step} (batch z mean {z.mean():.3g}, std "
+                            f"{z.std():.3g}, max |z| {z.abs().max():.3g}); lower lr")
+        self.log("train/loss", out["loss"], prog_bar=True)
+        for k in ("gmm_nll", "reward_loss", "done_loss"):
+            self.log(f"memory/{k}", out[k])
+        return out["loss"]
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
+                                    gradient_clip_algorithm=None):
+        if self.hparams.grad_clip > 0:
+            self.clip_gradients(optimizer, self.hparams.grad_clip, "norm")
+
+    def spec(self) -> dict:
+        """``class_path``/``init_args`` that rebuild this module (plain dicts)."""
+        cls = type(self)
+        return {"class_path": f"{cls.__module__}.{cls.__qualname__}",
+                "init_args": dict(self.hparams)}
+
+
+def save_memory(module: MDNRNNModule, path: str | Path, **extra: Any) -> None:
+    """Write ``final.ckpt``: spec, weights (with the latent mean/std), action space."""
+    ckpt = {"kind": CHECKPOINT_KIND, "spec": module.spec(),
+            "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+            "latent_dim": module.latent_dim, "action": module.action,
+            "latent_mean": module.latent_mean.tolist(), "latent_std": module.latent_std.tolist(),
+            **extra}
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+
+
+def load_memory(path: str | Path) -> MDNRNNModule:
+    """Rebuild M from its ``final.ckpt`` alone (``weights_only=True``), in eval mode."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: memory checkpoint not found") from None
+    except Exception as e:  # truncated file, not a torch file, unsafe pickle
+        raise UserError(f"{path}: not a readable memory checkpoint ({type(e).__name__})") \
+            from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != CHECKPOINT_KIND:
+        kind = ckpt.get("kind", "a Lightning checkpoint") if isinstance(ckpt, dict) else "?"
+        raise UserError(f"{path}: is {kind}, not an M checkpoint; accepted: memory/final.ckpt "
+                        "written by train-memory")
+    spec = ckpt["spec"]
+    module_name, _, cls_name = spec["class_path"].rpartition(".")
+    import importlib
+
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    module = cls(**spec["init_args"])
+    module.load_state_dict(ckpt["state_dict"])
+    return module.eval()
+
+
+# ----------------------------------------------------------------------------- stage
+
+
+def _action_space_of_store(store, cfg) -> dict:
+    """The store's action space description (from the store, else from the env itself)."""
+    space = getattr(store, "action_space", None)
+    if space is None:
+        from jepa_wm.envs import make_env
+
+        env = make_env(cfg.env, image_size=cfg.image_size, frame_skip=cfg.frame_skip)
+        space = env.action_space
+        env.close()
+    return space if isinstance(space, dict) else describe_space(space)
+
+
+def _loss_summary(module: MDNRNNModule, loader, max_batches: int = 20) -> dict[str, float]:
+    """Mean losses of ``module`` over up to ``max_batches`` batches (no gradients)."""
+    sums: dict[str, float] = {}
+    n = 0
+    module.eval()
+    with torch.no_grad():
+        for i, batch in enumerate(loader):
+            if i >= max_batches:
+                break
+            for k, v in module.losses(batch).items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            n += 1
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+def build_memory(cfg, latents, action: dict) -> MDNRNNModule:
+    """M as configured in ``cfg.memory_model`` with the data's sizes filled in."""
+    spec = cfg.memory_model
+    if spec is None:
+        spec = {"class_path": "jepa_wm.memory.MDNRNNModule", "init_args": {}}
+    from jepa_wm.config import to_dict
+
+    spec = to_dict(spec)
+    module_name, _, cls_name = spec["class_path"].rpartition(".")
+    import importlib
+
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    if not (isinstance(cls, type) and issubclass(cls, MDNRNNModule)):
+        raise UserError(f"memory_model.class_path {spec['class_path']}: not an M; accepted: "
+                        "jepa_wm.memory.MDNRNNModule (or a subclass)")
+    init = {**spec.get("init_args", {}), "latent_dim": latents.latent_dim, "action": action}
+    module = cls(**init)
+    module.latent_mean.copy_(torch.as_tensor(latents.mean))
+    module.latent_std.copy_(torch.as_tensor(np.maximum(latents.std, 1e-6)))
+    return module
+
+
+def train_memory(cfg, latents_dir: str | Path, out: str | Path,
+                 data: Optional[str] = None, config_hash: str = "") -> dict:
+    """The ``train-memory`` stage: fit M on the latent set (resuming from ``last.ckpt``),
+    write ``final.ckpt`` and ``metrics.json``; returns the metrics."""
+    from jepa_wm.data import RolloutStore
+    from jepa_wm.data.datasets import WindowDataset
+
+    start = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tc = cfg.memory_train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    latents = load_latents(latents_dir)
+    store = RolloutStore(latents_store_path(latents, data))
+    if len(latents.z) != store.num_frames:
+        raise UserError(f"{latents.path}: {len(latents.z)} latents but the store has "
+                        f"{store.num_frames} frames; re-run encode")
+    module = build_memory(cfg, latents, _action_space_of_store(store, cfg))
+    episodes = None
+    if tc.max_frames is not None:  # whole episodes within the first max_frames frames
+        kept = np.flatnonzero(store.episode_ends <= tc.max_frames)
+        episodes = kept.tolist() if len(kept) else [0]
+    dataset = WindowDataset(store, module.hparams.seq_len, source=latents.z,
+                            episodes=episodes)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=tc.batch_size, shuffle=True,
+                                         num_workers=tc.num_workers, drop_last=False)
+    if not module.hparams.untrained:
+        _fit(cfg, module, loader, out)
+    eval_loader = torch.utils.data.DataLoader(dataset, batch_size=tc.batch_size,
+                                              shuffle=False)
+    metrics = {f"final_{k}": v for k, v in _loss_summary(module, eval_loader).items()}
+    metrics.update(untrained=bool(module.hparams.untrained), windows=len(dataset),
+                   wall_time=time.time() - start, hidden_size=module.hparams.hidden_size,
+                   latent_dim=module.latent_dim)
+    save_memory(module.cpu(), out / "final.ckpt",
+                vision_sha256=latents.meta.get("vision_sha256"), config_hash=config_hash)
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _fit(cfg, module: MDNRNNModule, loader, out: Path) -> None:
+    """Lightning fit with ``last.ckpt`` saved as it goes and resumed from when present."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from jepa_wm.tracking import lightning_logger
+
+    tc = cfg.memory_train
+    steps_per_epoch = max(1, len(loader))
+    checkpoint = ModelCheckpoint(dirpath=out, filename="step{step}", save_last=True,
+                                 save_top_k=0, every_n_train_steps=max(1, min(
+                                     200, steps_per_epoch)))
+    trainer = pl.Trainer(
+        default_root_dir=out, max_epochs=tc.max_epochs, max_steps=tc.max_steps,
+        accelerator=tc.accelerator, devices=tc.devices, strategy=tc.strategy,
+        num_nodes=tc.num_nodes, precision=tc.precision,
+        logger=lightning_logger(cfg, "train-memory", out), callbacks=[checkpoint],
+        enable_model_summary=False, log_every_n_steps=max(1, min(50, steps_per_epoch)),
+        num_sanity_val_steps=0, enable_progress_bar=True, deterministic=False)
+    last = out / "last.ckpt"
+    trainer.fit(module, loader, ckpt_path=str(last) if last.exists() else None,
+                weights_only=True)
+    if not math.isfinite(float(trainer.callback_metrics.get("train/loss", 0.0))):
+        raise UserError("memory: training ended with a non-finite loss")

@@ -1,0 +1,173 @@
+"""The MDN-RNN memory M of World Models (Ha & Schmidhuber 2018, after Graves 2013): an LSTM
+over ``[z_t, a_t]`` whose head gives a mixture of K diagonal Gaussians for ``z_{t+1}``, the
+reward of the step and the logit that the step ended the episode.
+
+Shapes: ``B`` batch, ``T`` time, ``D`` latent dim, ``A`` action-vector dim, ``K`` mixtures,
+``H`` hidden size. Mixture tensors are ``(..., D, K)``; with ``shared_mixture`` the mixture
+logits are ``(..., K)`` (one component choice for the whole vector).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+class MDNOutput(NamedTuple):
+    """M's prediction for one step (any leading shape ``...``).
+
+    logit_pi: mixture logits ``(..., D, K)``, or ``(..., K)`` when shared across dims.
+    mu, log_sigma: ``(..., D, K)``.
+    reward: predicted reward of the step ``(...)``.
+    done_logit: Bernoulli logit that the step ended the episode ``(...)``.
+    """
+
+    logit_pi: torch.Tensor
+    mu: torch.Tensor
+    log_sigma: torch.Tensor
+    reward: torch.Tensor
+    done_logit: torch.Tensor
+
+
+class MDNRNN(nn.Module):
+    """LSTM + mixture density head + reward head + done head.
+
+    Args:
+        latent_dim: D, size of z.
+        action_dim: A, size of the action vector (one-hot for Discrete spaces).
+        hidden_size: H, LSTM units (the paper: 256 for CarRacing, 512 for Doom).
+        num_mixtures: K Gaussians per latent dimension.
+        shared_mixture: One set of mixture weights for the whole z (a K-component mixture of
+            diagonal Gaussians over the vector) instead of the paper's weights per dimension.
+    """
+
+    def __init__(self, latent_dim: int, action_dim: int, hidden_size: int = 256,
+                 num_mixtures: int = 5, shared_mixture: bool = False):
+        super().__init__()
+        self.latent_dim, self.action_dim = latent_dim, action_dim
+        self.hidden_size, self.num_mixtures = hidden_size, num_mixtures
+        self.shared_mixture = shared_mixture
+        D, K = latent_dim, num_mixtures
+        self.n_logits = K if shared_mixture else D * K
+        self.lstm = nn.LSTM(latent_dim + action_dim, hidden_size, batch_first=True)
+        # one linear layer for every output: logits, mu, log_sigma, reward, done
+        self.head = nn.Linear(hidden_size, self.n_logits + 2 * D * K + 2)
+        with torch.no_grad():  # deaths are rare: start the done head at p ~ 0.7% (a prior,
+            self.head.bias[-1] = -5.0  # as RetinaNet), not 50% that ends every dream at once
+
+    def initial_state(self, batch: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zero ``(h, c)``, each ``(batch, H)``."""
+        zeros = torch.zeros(batch, self.hidden_size, device=device)
+        return zeros, zeros.clone()
+
+    def split_head(self, y: torch.Tensor) -> MDNOutput:
+        """Head output ``(..., n_out)`` -> ``MDNOutput``."""
+        D, K, L = self.latent_dim, self.num_mixtures, self.n_logits
+        lead = y.shape[:-1]
+        logit_pi = y[..., :L].reshape(*lead, K) if self.shared_mixture else \
+            y[..., :L].reshape(*lead, D, K)
+        mu = y[..., L:L + D * K].reshape(*lead, D, K)
+        log_sigma = y[..., L + D * K:L + 2 * D * K].reshape(*lead, D, K)
+        # clamp keeps exp() finite for an untrained or diverging head
+        return MDNOutput(logit_pi, mu, log_sigma.clamp(-7.0, 5.0), y[..., -2], y[..., -1])
+
+    def forward(self, z: torch.Tensor, a: torch.Tensor,
+                state: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+                ) -> tuple[MDNOutput, tuple[torch.Tensor, torch.Tensor]]:
+        """Teacher-forced pass over a sequence.
+
+        ``z`` ``(B, T, D)``, ``a`` ``(B, T, A)``, ``state`` ``(h, c)`` each ``(B, H)`` or None
+        -> the prediction for ``z_{t+1}``, ``r_t``, ``done_t`` at every t (leading ``(B, T)``)
+        and the final ``(h, c)``.
+        """
+        if state is not None:
+            state = (state[0].unsqueeze(0), state[1].unsqueeze(0))
+        out, (h, c) = self.lstm(torch.cat([z, a], dim=-1), state)
+        return self.split_head(self.head(out)), (h[0], c[0])
+
+    def step(self, z: torch.Tensor, a: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+             ) -> tuple[MDNOutput, torch.Tensor, torch.Tensor]:
+        """One step for a batch, written at LSTM-cell level (one fused matmul) for the dream.
+
+        ``z`` ``(N, D)``, ``a`` ``(N, A)``, ``h``/``c`` ``(N, H)`` -> prediction (leading
+        ``(N,)``), new ``h``, new ``c``. Same numbers as ``forward`` on a length-1 sequence.
+        """
+        w, b = self._cell_weights()
+        gates = torch.addmm(b, torch.cat([z, a, h], dim=-1), w)
+        i, f, g, o = gates.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return self.split_head(self.head(h)), h, c
+
+    def _cell_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[W_ih, W_hh]^T`` ``(D + A + H, 4H)`` and the summed bias, cached until the
+        parameters change (their version counters move on every in-place update)."""
+        params = (self.lstm.weight_ih_l0, self.lstm.weight_hh_l0, self.lstm.bias_ih_l0,
+                  self.lstm.bias_hh_l0)
+        if torch.is_grad_enabled():  # training through step(): build a fresh graph
+            return torch.cat([params[0], params[1]], dim=1).t(), params[2] + params[3]
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        if getattr(self, "_cell_cache_key", None) != key:
+            w = torch.cat([params[0], params[1]], dim=1).t().contiguous()
+            self._cell_cache = (w, params[2] + params[3])
+            self._cell_cache_key = key
+        return self._cell_cache
+
+
+def gmm_nll(z: torch.Tensor, logit_pi: torch.Tensor, mu: torch.Tensor,
+            log_sigma: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood of ``z`` ``(..., D)`` under the mixture, summed over D.
+
+    ``logit_pi`` is ``(..., D, K)`` (weights per dimension: a product of D independent 1-D
+    mixtures, the paper's choice) or ``(..., K)`` (shared: one K-component mixture of
+    diagonal Gaussians). ``mu``, ``log_sigma`` ``(..., D, K)``. Returns ``(...)``.
+    """
+    x = z.unsqueeze(-1)
+    log_normal = -0.5 * ((x - mu) * torch.exp(-log_sigma)) ** 2 - log_sigma - LOG_SQRT_2PI
+    log_pi = F.log_softmax(logit_pi, dim=-1)
+    if logit_pi.dim() == mu.dim():  # per-dimension weights
+        return -torch.logsumexp(log_pi + log_normal, dim=-1).sum(-1)
+    return -torch.logsumexp(log_pi + log_normal.sum(-2), dim=-1)
+
+
+def check_tau(tau: float) -> float:
+    """The temperature must be positive (0 would divide the logits by zero)."""
+    if not tau > 0:
+        from jepa_wm.io import UserError
+
+        raise UserError(f"tau: {tau} is not a valid temperature; accepted: a number > 0")
+    return float(tau)
+
+
+def sample_gmm(pred: MDNOutput, tau: float = 1.0, uniform: Optional[torch.Tensor] = None,
+               normal: Optional[torch.Tensor] = None,
+               generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Sample ``z`` ``(N, D)`` from a prediction with leading shape ``(N,)`` at temperature
+    ``tau`` (logits / tau, sigma * sqrt(tau), as in the paper).
+
+    ``uniform`` (``(N, D)``, or ``(N, 1)`` when shared) picks the component by inverse CDF
+    and ``normal`` ``(N, D)`` is the Gaussian noise; both are drawn from ``generator`` when
+    not given (passing them lets the dream draw noise for every dream, live or not).
+    """
+    tau = check_tau(tau)
+    N, D, K = pred.mu.shape
+    shared = pred.logit_pi.dim() == 2
+    if uniform is None:
+        uniform = torch.rand(N, 1 if shared else D, generator=generator)
+    if normal is None:
+        normal = torch.randn(N, D, generator=generator)
+    probs = torch.softmax(pred.logit_pi / tau, dim=-1)
+    if shared:
+        probs = probs.unsqueeze(1)  # (N, 1, K): one choice for every dim
+    cdf = probs.cumsum(-1)
+    k = (cdf < uniform.unsqueeze(-1)).sum(-1).clamp_(max=K - 1)  # (N, D) or (N, 1)
+    k = k.expand(N, D).unsqueeze(-1)
+    mu = pred.mu.gather(-1, k).squeeze(-1)
+    sigma = pred.log_sigma.gather(-1, k).squeeze(-1).exp()
+    return mu + sigma * math.sqrt(tau) * normal

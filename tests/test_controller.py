@@ -1,0 +1,181 @@
+"""C: action mapping, the batched population, and the real pipeline end to end on a small
+real VizDoom store: train-memory, train-controller (CMA-ES improves the dream fitness;
+resume after SIGKILL replays exactly), evaluate (results.json from real episodes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from jepa_wm.controller import ControllerFile
+from jepa_wm.io import UserError
+from jepa_wm.nets.controller import ControllerPopulation, LinearController, map_action, num_params
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "configs" / "experiments" / "smoke.yaml")
+ENV = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+
+
+# ----------------------------------------------------------------------------- unit
+
+
+def test_discrete_mapping_is_argmax_and_one_hot():
+    env_a, vec = map_action(torch.tensor([[0.1, 2.0, -1.0], [3.0, 0.0, 0.0]]),
+                            {"type": "discrete", "n": 3})
+    assert env_a.tolist() == [1, 0]
+    assert vec.tolist() == [[0, 1, 0], [1, 0, 0]]
+
+
+def test_box_mapping_is_tanh_scaled_to_bounds():
+    box = {"type": "box", "low": [-1.0, 0.0], "high": [1.0, 4.0]}
+    env_a, vec = map_action(torch.tensor([[0.0, 0.0], [50.0, -50.0], [-50.0, 50.0]]), box)
+    torch.testing.assert_close(env_a, torch.tensor([[0.0, 2.0], [1.0, 0.0], [-1.0, 4.0]]))
+    assert torch.equal(env_a, vec)
+
+
+@pytest.mark.parametrize("action", [{"type": "discrete", "n": 3},
+                                    {"type": "box", "low": [-1.0] * 2, "high": [1.0] * 2}])
+def test_population_rows_use_their_owners_parameters(action):
+    P, dim = 5, 7
+    params = torch.randn(P, num_params(dim, action))
+    x, owner = torch.randn(12, dim), torch.randint(0, P, (12,))
+    batched = ControllerPopulation(params, dim, action)(x, owner)[1]
+    one_by_one = torch.stack([LinearController(dim, action, params[o])(x[i:i + 1])[1][0]
+                              for i, o in enumerate(owner.tolist())])
+    torch.testing.assert_close(batched, one_by_one)
+
+
+def test_controller_file_round_trip_and_bad_file(tmp_path):
+    action = {"type": "discrete", "n": 3}
+    c = ControllerFile(np.arange(num_params(8 + 4, action), dtype=np.float32), 8, 4, False,
+                       action, 12.5)
+    c.save(tmp_path / "best.npz")
+    back = ControllerFile.load(tmp_path / "best.npz")
+    assert np.array_equal(back.params, c.params) and back.action == action
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(UserError, match="junk.npz"):
+        ControllerFile.load(tmp_path / "junk.npz")
+
+
+# ----------------------------------------------------------------------------- pipeline
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "jepa_wm.cli", *args], env=ENV, text=True,
+                          capture_output=True, timeout=600, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"jepa-wm {args[0]} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def run_dir(doom_store, tmp_path_factory) -> Path:
+    """A run folder with a frozen random V, its latents (``encode``) and M trained by the
+    CLI (``train-memory``)."""
+    from jepa_wm.vision import RandomModule
+    from jepa_wm.vision.train import save_final
+
+    run = tmp_path_factory.mktemp("run")
+    (run / "vision").mkdir()
+    save_final(RandomModule(latent_dim=16), run / "vision" / "final.ckpt")
+    cli("encode", "--config", SMOKE, "--vision", str(run / "vision" / "final.ckpt"),
+        "--data", str(doom_store), "--out", str(run / "latents"))
+    cli("train-memory", "--config", SMOKE, "--latents", str(run / "latents"),
+        "--out", str(run / "memory"))
+    return run
+
+
+def parts(run: Path) -> list[str]:
+    return ["--config", SMOKE, "--vision", str(run / "vision" / "final.ckpt"), "--memory",
+            str(run / "memory" / "final.ckpt"), "--latents", str(run / "latents")]
+
+
+def test_train_memory_writes_a_loadable_m(run_dir):
+    from jepa_wm.memory import load_memory
+
+    metrics = json.loads((run_dir / "memory" / "metrics.json").read_text())
+    assert np.isfinite([metrics[f"final_{k}"] for k in ("gmm_nll", "reward_loss",
+                                                        "done_loss")]).all()
+    m = load_memory(run_dir / "memory" / "final.ckpt")
+    assert m.latent_dim == 16 and m.action == {"type": "discrete", "n": 3}
+    assert (run_dir / "memory" / "DONE.json").exists()
+    again = cli("train-memory", "--config", SMOKE, "--latents", str(run_dir / "latents"),
+                "--out", str(run_dir / "memory"))
+    assert "nothing to do" in again.stdout
+
+
+def test_untrained_m_variant_is_saved_untrained(run_dir):
+    out = run_dir / "memory_untrained"
+    cli("train-memory", "--config", SMOKE, "--config",
+        str(ROOT / "configs" / "variants" / "untrained_m.yaml"), "--latents",
+        str(run_dir / "latents"), "--out", str(out))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["untrained"] and not (out / "last.ckpt").exists()
+    trained = json.loads((run_dir / "memory" / "metrics.json").read_text())
+    assert trained["final_gmm_nll"] < metrics["final_gmm_nll"]
+
+
+def test_cmaes_improves_dream_fitness_then_evaluate_writes_results(run_dir):
+    cli("train-controller", *parts(run_dir), "--out", str(run_dir / "controller"))
+    history = json.loads((run_dir / "controller" / "history.json").read_text())
+    assert [h["generation"] for h in history] == [1, 2, 3]
+    assert history[-1]["mean"] > history[0]["mean"], history
+    assert (run_dir / "controller" / "DONE.json").exists()
+
+    proc = cli("evaluate", *parts(run_dir), "--controller",
+               str(run_dir / "controller" / "best.npz"), "--out", str(run_dir / "eval"))
+    results = json.loads((run_dir / "eval" / "results.json").read_text())
+    assert len(results["real_scores"]) == 2 and min(results["real_scores"]) > 0
+    assert results["real_mean"] == pytest.approx(np.mean(results["real_scores"]))
+    assert results["dream_real_gap"] == pytest.approx(results["dream_mean"] -
+                                                      results["real_mean"])
+    assert results["tau"] == 1.15 and results["seed"] == 0
+    assert {"memory", "controller", "evaluate"} <= set(results["wall_time"])
+    assert "real" in proc.stdout and "dream" in proc.stdout
+
+
+def test_train_controller_resumes_after_sigkill_exactly(run_dir):
+    out = run_dir / "killed"
+    args = ["train-controller", *parts(run_dir), "--out", str(out),
+            "--controller_train.generations", "12"]
+    proc = subprocess.Popen([sys.executable, "-m", "jepa_wm.cli", *args], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    history_file = out / "history.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if history_file.exists() and len(json.loads(history_file.read_text())) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = json.loads(history_file.read_text())
+    assert 2 <= len(before) < 12 and not (out / "DONE.json").exists()
+
+    cli(*args)
+    after = json.loads(history_file.read_text())
+    assert [h["generation"] for h in after] == list(range(1, 13))
+    # the resumed run continues the same search: compare with an uninterrupted run
+    cli("train-controller", *parts(run_dir), "--out", str(run_dir / "straight"),
+        "--controller_train.generations", "12")
+    straight = json.loads((run_dir / "straight" / "history.json").read_text())
+    keys = ("best", "mean", "worst", "sigma")
+    assert [[h[k] for k in keys] for h in after] == [[h[k] for k in keys] for h in straight]
+
+
+def test_evaluate_rejects_a_controller_for_another_m(run_dir, tmp_path):
+    action = {"type": "discrete", "n": 3}
+    ControllerFile(np.zeros(num_params(5 + 7, action), np.float32), 5, 7, False,
+                   action).save(tmp_path / "other.npz")
+    proc = cli("evaluate", *parts(run_dir), "--controller", str(tmp_path / "other.npz"),
+               "--out", str(tmp_path / "eval"), check=False)
+    assert proc.returncode == 2 and "other.npz" in proc.stderr

@@ -1,0 +1,92 @@
+"""The dream: determinism for a seed, compaction changes nothing, the gymnasium wrapper
+passes check_env, bad settings are one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+from jepa_wm.dream import Dream, DreamEnv, rollout
+from jepa_wm.io import UserError
+from jepa_wm.memory import MDNRNNModule
+from jepa_wm.nets.controller import ControllerPopulation, controller_input_dim, num_params
+
+torch.set_num_threads(1)
+DISCRETE = {"type": "discrete", "n": 3}
+
+
+def small_memory(done_bias: float = -2.5, seed: int = 0) -> MDNRNNModule:
+    torch.manual_seed(seed)
+    m = MDNRNNModule(latent_dim=8, action=DISCRETE, hidden_size=32, num_mixtures=3)
+    with torch.no_grad():
+        m.net.head.bias[-1] = done_bias  # deaths happen, at different times per dream
+    return m.eval()
+
+
+def play(dream: Dream, n: int = 48, seed: int = 7, candidates: int = 4) -> dict:
+    """Rollouts of a fixed random population (dream i played by candidate i % 4)."""
+    dim = controller_input_dim(dream.latent_dim, dream.hidden_size, False)
+    params = torch.randn(candidates, num_params(dim, DISCRETE),
+                         generator=torch.Generator().manual_seed(0))
+    population = ControllerPopulation(params, dim, DISCRETE)
+    return rollout(dream, lambda x, i: population(x, i % candidates)[1], n,
+                   torch.Generator().manual_seed(seed))
+
+
+def make_dream(done_bias: float = -2.5, **kw) -> Dream:
+    kw = {"done": "sample", "reward": "head", "max_steps": 200, "tau": 1.15, **kw}
+    starts = torch.randn(10, 8, generator=torch.Generator().manual_seed(1))
+    return Dream(small_memory(done_bias), starts, **kw)
+
+
+def test_same_seed_same_dreams_other_seed_other_dreams():
+    dream = make_dream()
+    a, b, c = play(dream, seed=7), play(dream, seed=7), play(dream, seed=8)
+    assert torch.equal(a["returns"], b["returns"]) and torch.equal(a["lengths"], b["lengths"])
+    assert not torch.equal(a["returns"], c["returns"])
+
+
+@pytest.mark.parametrize("done, bias", [("sample", -2.5), ("threshold", -0.1)])
+def test_compaction_gives_the_same_dreams(done, bias):
+    compact = play(make_dream(bias, done=done, compact=True))
+    full = play(make_dream(bias, done=done, compact=False))
+    lengths = compact["lengths"]
+    assert lengths.min() < lengths.max(), "dreams must end at different times for this test"
+    assert torch.equal(lengths, full["lengths"])
+    torch.testing.assert_close(compact["returns"], full["returns"])
+    # compaction really drops finished dreams: fewer row-steps than n * longest dream
+    assert compact["steps"] == int(lengths.sum()) < len(lengths) * int(lengths.max())
+
+
+def test_survival_reward_counts_steps_and_time_limit_ends_dreams():
+    out = play(make_dream(reward="survival", max_steps=20))
+    torch.testing.assert_close(out["returns"], out["lengths"].float())
+    assert out["lengths"].max() <= 20
+
+
+def test_step_batch_shapes():
+    dream = make_dream(done="threshold")
+    state = dream.reset(5, seed=0)
+    nxt, z, reward, done = dream.step(state, torch.zeros(5, dtype=torch.long))
+    assert z.shape == (5, 8) and reward.shape == (5,) and done.shape == (5,)
+    assert nxt.h.shape[0] == nxt.z.shape[0] == int((~done).sum())
+    assert state.controller_input(True).shape == (5, 8 + 2 * 32)
+
+
+def test_dream_env_passes_check_env():
+    env = DreamEnv(make_dream(max_steps=30))
+    check_env(env, skip_render_check=True)
+    obs, _ = env.reset(seed=3)
+    assert obs.shape == env.observation_space.shape
+    first = env.step(1)
+    env.reset(seed=3)
+    again = env.step(1)
+    assert (first[0] == again[0]).all() and first[1:4] == again[1:4]
+
+
+@pytest.mark.parametrize("kw, key", [({"done": "maybe"}, "done"), ({"reward": "x"}, "reward"),
+                                     ({"tau": 0.0}, "tau"), ({"max_steps": 0}, "max_steps")])
+def test_bad_dream_settings_are_user_errors(kw, key):
+    with pytest.raises(UserError, match=key):
+        make_dream(**kw)

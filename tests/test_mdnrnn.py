@@ -1,0 +1,115 @@
+"""M: the mixture NLL against torch.distributions, sampling statistics at tau -> 0 and
+tau = 1, the cell-level step against the LSTM, the checkpoint round trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import distributions as dist
+
+from jepa_wm.io import UserError
+from jepa_wm.memory import MDNRNNModule, load_memory, save_memory
+from jepa_wm.nets.mdnrnn import MDNRNN, MDNOutput, gmm_nll, sample_gmm
+
+torch.set_num_threads(1)
+DISCRETE = {"type": "discrete", "n": 3}
+
+
+def random_mixture(n=4, d=6, k=5, shared=False, seed=0) -> MDNOutput:
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, k, generator=g) if shared else torch.randn(n, d, k, generator=g)
+    return MDNOutput(logits, 3 * torch.randn(n, d, k, generator=g),
+                     0.3 * torch.randn(n, d, k, generator=g), torch.zeros(n), torch.zeros(n))
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_gmm_nll_matches_mixture_same_family(shared):
+    m = random_mixture(shared=shared)
+    z = torch.randn(4, 6)
+    sigma = m.log_sigma.exp()
+    if shared:
+        ref = dist.MixtureSameFamily(
+            dist.Categorical(logits=m.logit_pi),
+            dist.Independent(dist.Normal(m.mu.transpose(1, 2), sigma.transpose(1, 2)), 1))
+        expected = -ref.log_prob(z)
+    else:
+        ref = dist.MixtureSameFamily(dist.Categorical(logits=m.logit_pi),
+                                     dist.Normal(m.mu, sigma))
+        expected = -ref.log_prob(z).sum(-1)
+    torch.testing.assert_close(gmm_nll(z, m.logit_pi, m.mu, m.log_sigma), expected)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_sampling_at_tau_to_zero_is_the_mode_component_mean(shared):
+    m = random_mixture(shared=shared)
+    z = sample_gmm(m, tau=1e-6, generator=torch.Generator().manual_seed(1))
+    k = m.logit_pi.argmax(-1)  # (n, d) or (n,)
+    k = k.unsqueeze(-1).expand(-1, m.mu.shape[1]) if shared else k
+    expected = m.mu.gather(-1, k.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(z, expected, atol=1e-2, rtol=0)
+
+
+def test_sampling_at_tau_one_matches_mixture_moments():
+    m = random_mixture(n=1, d=3)
+    n = 200_000
+    rep = MDNOutput(*(x.expand(n, *x.shape[1:]) for x in m))
+    z = sample_gmm(rep, tau=1.0, generator=torch.Generator().manual_seed(2))
+    pi = torch.softmax(m.logit_pi[0], -1)
+    mu, var = m.mu[0], m.log_sigma[0].exp() ** 2
+    mean = (pi * mu).sum(-1)
+    variance = (pi * (var + mu ** 2)).sum(-1) - mean ** 2
+    torch.testing.assert_close(z.mean(0), mean, atol=0.05, rtol=0)
+    torch.testing.assert_close(z.var(0), variance, atol=0.0, rtol=0.03)
+
+
+def test_higher_tau_spreads_samples():
+    m = random_mixture(n=1, d=3)
+    rep = MDNOutput(*(x.expand(50_000, *x.shape[1:]) for x in m))
+    g = torch.Generator().manual_seed(3)
+    assert (sample_gmm(rep, 1.5, generator=g).var(0) > sample_gmm(rep, 1.0, generator=g)
+            .var(0)).all()
+
+
+@pytest.mark.parametrize("tau", [0.0, -1.0])
+def test_bad_tau_is_a_user_error(tau):
+    with pytest.raises(UserError, match="tau"):
+        sample_gmm(random_mixture(), tau=tau)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_shapes_and_step_equals_forward(shared):
+    net = MDNRNN(latent_dim=6, action_dim=3, hidden_size=16, num_mixtures=4,
+                 shared_mixture=shared)
+    z, a = torch.randn(2, 5, 6), torch.randn(2, 5, 3)
+    pred, (h, c) = net(z, a)
+    assert pred.mu.shape == pred.log_sigma.shape == (2, 5, 6, 4)
+    assert pred.logit_pi.shape == ((2, 5, 4) if shared else (2, 5, 6, 4))
+    assert pred.reward.shape == pred.done_logit.shape == (2, 5)
+    with torch.no_grad():
+        hs, cs = net.initial_state(2)
+        for t in range(5):
+            step, hs, cs = net.step(z[:, t], a[:, t], hs, cs)
+        torch.testing.assert_close(step.mu, pred.mu[:, -1])
+        torch.testing.assert_close((hs, cs), (h, c))
+
+
+def test_module_losses_and_checkpoint_round_trip(tmp_path):
+    module = MDNRNNModule(latent_dim=6, action=DISCRETE, hidden_size=16, num_mixtures=3)
+    module.latent_mean.fill_(2.0)
+    batch = {"z": torch.randn(3, 9, 6), "a": torch.randint(0, 3, (3, 9)),
+             "r": torch.ones(3, 9), "done": torch.zeros(3, 9),
+             "mask": torch.ones(3, 9, dtype=torch.bool)}
+    losses = module.losses(batch)
+    assert set(losses) == {"loss", "gmm_nll", "reward_loss", "done_loss"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    save_memory(module, tmp_path / "final.ckpt")
+    loaded = load_memory(tmp_path / "final.ckpt")
+    assert loaded.latent_mean[0] == 2.0 and loaded.action == DISCRETE
+    torch.testing.assert_close(loaded.losses(batch)["loss"], module.eval().losses(batch)["loss"])
+
+
+def test_loading_another_kind_of_checkpoint_names_the_file(tmp_path):
+    path = tmp_path / "vision.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {}}, path)
+    with pytest.raises(UserError, match="vision.ckpt.*not an M checkpoint"):
+        load_memory(path)
