@@ -1,0 +1,302 @@
+"""``run``: every stage of one variant and seed, in order, skipping what is already done.
+
+Layout (one experiment folder holds every variant and seed)::
+
+    RUNS/<experiment>/data/<env>-seed<k>-<data hash>/rollouts/   shared by all variants
+    RUNS/<experiment>/<variant>/seed<k>/{vision,latents,memory,controller,eval}/
+    RUNS/<experiment>/<variant>/seed<k>/config.yaml              the resolved config
+    RUNS/<experiment>/<variant>/seed<k>/pipeline.json            stage fingerprints, times
+
+Each stage skips itself when its ``DONE.json`` matches its config hash and resumes when
+partial. On top of that the pipeline records a fingerprint per stage (its resolved config
+plus the ``DONE.json`` stamps of its inputs), so a finished stage is not even started
+again, and a stage whose input was redone is always called again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonargparse import Namespace
+
+from jepa_wm.config import data_hash, to_dict
+from jepa_wm.io import DONE_FILE, UserError, hash_obj, write_json, write_yaml
+
+STAGE_ORDER = ("collect", "train-vision", "encode", "train-memory", "train-controller",
+               "evaluate")
+# Keys that change how a stage reports, never what it computes.
+NON_SEMANTIC_KEYS = ("config", "debug", "wandb", "sweep", "out", "print_config")
+PIPELINE_FILE = "pipeline.json"
+FAILED_FILE = "FAILED.json"
+
+
+def safe_name(text: str) -> str:
+    """A folder-safe version of an env id or label (``ALE/Pong-v5`` -> ``ALE_Pong-v5``)."""
+    return "".join(c if c.isalnum() or c in "-_.=+," else "_" for c in str(text))
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one variant+seed run (a sweep "cell") reads and writes."""
+
+    root: Path   # RUNS/<experiment>
+    store: Path  # RUNS/<experiment>/data/<env>-seed<k>-<hash>
+    cell: Path   # RUNS/<experiment>/<variant>/seed<k>
+
+    @property
+    def rollouts(self) -> Path:
+        return self.store / "rollouts"
+
+    def stage_dir(self, stage: str) -> Path:
+        """The output folder of ``stage``."""
+        if stage == "collect":
+            return self.rollouts
+        return self.cell / STAGE_DIRS[stage]
+
+
+STAGE_DIRS = {"train-vision": "vision", "encode": "latents", "train-memory": "memory",
+              "train-controller": "controller", "evaluate": "eval"}
+
+
+def run_paths(cfg: Namespace, runs: str | os.PathLike) -> RunPaths:
+    """The folders of the run described by the resolved ``cfg`` under ``runs``."""
+    root = Path(runs) / safe_name(cfg.experiment)
+    store = root / "data" / f"{safe_name(cfg.env)}-seed{cfg.seed}-{data_hash(cfg)}"
+    cell = root / safe_name(cfg.variant) / f"seed{cfg.seed}"
+    return RunPaths(root=root, store=store, cell=cell)
+
+
+def stage_inputs(paths: RunPaths) -> dict[str, dict[str, Path]]:
+    """Every path flag a stage may take (the stage gets those its parser declares)."""
+    vision_ckpt = paths.stage_dir("train-vision") / "final.ckpt"
+    memory_ckpt = paths.stage_dir("train-memory") / "final.ckpt"
+    controller = paths.stage_dir("train-controller") / "best.npz"
+    latents, data = paths.stage_dir("encode"), paths.rollouts
+    return {
+        "collect": {},
+        "train-vision": {"data": data},
+        "encode": {"vision": vision_ckpt, "data": data},
+        "train-memory": {"latents": latents, "data": data},
+        "train-controller": {"vision": vision_ckpt, "memory": memory_ckpt,
+                             "latents": latents, "data": data},
+        "evaluate": {"vision": vision_ckpt, "memory": memory_ckpt, "controller": controller,
+                     "latents": latents, "data": data},
+    }
+
+
+# The stages whose DONE.json stamps a stage's fingerprint depends on.
+UPSTREAM = {
+    "collect": (),
+    "train-vision": ("collect",),
+    "encode": ("collect", "train-vision"),
+    "train-memory": ("collect", "encode"),
+    "train-controller": ("collect", "train-vision", "encode", "train-memory"),
+    "evaluate": ("collect", "train-vision", "encode", "train-memory", "train-controller"),
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _schema_keys() -> frozenset[str]:
+    from jepa_wm.config import experiment_parser
+
+    keys = {a.dest.split(".")[0] for a in experiment_parser()._actions}
+    return frozenset(keys - {"config", "print_config", "help"})
+
+
+def schema_values(cfg: Namespace) -> dict[str, Any]:
+    """The experiment-schema part of a resolved config (no stage flags, no ``config``)."""
+    return {k: v for k, v in to_dict(cfg).items() if k in _schema_keys()}
+
+
+def stage_config(stage: str, cfg: Namespace, paths: RunPaths):
+    """``(stage cfg, stage module)``: the resolved experiment plus the stage's path flags,
+    parsed by the stage's own parser (so its defaults and checks apply as on the CLI)."""
+    from jepa_wm.stages import build_parser
+
+    parser, module = build_parser(stage)
+    accepted = {a.dest for a in parser._actions}
+    flags = {k: str(v) for k, v in stage_inputs(paths)[stage].items() if k in accepted}
+    flags["out"] = str(paths.stage_dir(stage))
+    return parser.parse_object({**schema_values(cfg), **flags}), module
+
+
+def done_stamp(stage_dir: Path) -> list | None:
+    """What identifies one completion of a stage: its DONE.json text and mtime."""
+    marker = stage_dir / DONE_FILE
+    try:
+        return [marker.read_text(), marker.stat().st_mtime_ns]
+    except FileNotFoundError:
+        return None
+
+
+def _semantic(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k not in NON_SEMANTIC_KEYS}
+
+
+def fingerprint(stage: str, stage_cfg: Namespace, paths: RunPaths) -> str:
+    """Hash of a stage's resolved config and of the completions of its inputs."""
+    # Path flags are left out: they follow from the run's identity, and the inputs' stamps
+    # below say whether what is behind them changed.
+    semantic = _semantic(schema_values(stage_cfg))
+    inputs = {up: done_stamp(paths.stage_dir(up)) for up in UPSTREAM[stage]}
+    return hash_obj({"stage": stage, "cfg": semantic, "inputs": inputs}, n=16)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if missing); blocks until free.
+
+    Two sweep workers that need the same rollout store take turns: the second finds it
+    complete and skips collection instead of writing into it at the same time.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def read_record(paths: RunPaths) -> dict:
+    """The cell's ``pipeline.json`` (stage -> fingerprint, wall time), or ``{}``."""
+    try:
+        return json.loads((paths.cell / PIPELINE_FILE).read_text()).get("stages", {})
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def stage_is_current(stage: str, fp: str, record: dict, paths: RunPaths) -> bool:
+    """True when ``stage`` finished for this exact fingerprint (nothing to do)."""
+    return (record.get(stage, {}).get("fingerprint") == fp
+            and (paths.stage_dir(stage) / DONE_FILE).exists())
+
+
+def is_complete(cfg: Namespace, runs: str | os.PathLike) -> bool:
+    """True when every stage of this run is done for the resolved ``cfg`` (a sweep skips
+    such cells without starting them)."""
+    paths = run_paths(cfg, runs)
+    record = read_record(paths)
+    if not record:
+        return False
+    for stage in STAGE_ORDER:
+        stage_cfg, _ = stage_config(stage, cfg, paths)
+        if not stage_is_current(stage, fingerprint(stage, stage_cfg, paths), record, paths):
+            return False
+    return True
+
+
+def save_config(cfg: Namespace, paths: RunPaths) -> None:
+    """Write the resolved config to ``config.yaml``; a different earlier one is kept as
+    ``config.previous.yaml`` (nothing written is silently lost)."""
+    target = paths.cell / "config.yaml"
+    values = json.loads(json.dumps(schema_values(cfg), default=str))
+    if target.exists():
+        old = yaml.safe_load(target.read_text()) or {}
+        if _semantic(old) == _semantic(values):  # e.g. only the sweep tag differs
+            return
+        os.replace(target, paths.cell / "config.previous.yaml")
+        print(f"run: config of {paths.cell} changed; the old one is config.previous.yaml")
+    write_yaml(target, values)
+
+
+def _run_stage(stage: str, cfg: Namespace, paths: RunPaths, record: dict) -> str:
+    """Run one stage unless current; update ``record``; return ``ran`` or ``skipped``."""
+    stage_cfg, module = stage_config(stage, cfg, paths)
+    fp = fingerprint(stage, stage_cfg, paths)
+    out = paths.stage_dir(stage)
+    if stage_is_current(stage, fp, record, paths):
+        print(f"run: {stage:<17} skipped (done)  {out}")
+        return "skipped"
+    before = done_stamp(out)
+    start = time.perf_counter()
+    lock = file_lock(paths.store / ".lock") if stage == "collect" else contextlib.nullcontext()
+    with lock:
+        module.main(stage_cfg)
+    seconds = time.perf_counter() - start
+    after = done_stamp(out)
+    if after is None:
+        raise RuntimeError(f"{stage} returned without writing {out / DONE_FILE}")
+    ran = after != before
+    if ran:
+        wall = seconds
+    else:  # the stage found itself done (e.g. a store collected by another variant)
+        wall = record.get(stage, {}).get("wall_time") or json.loads(after[0]).get("wall_time")
+    record[stage] = {"fingerprint": fp, "wall_time": wall, "out": str(out)}
+    what = f"done in {seconds:.1f}s" if ran else "skipped (done)"
+    print(f"run: {stage:<17} {what}  {out}")
+    return "ran" if ran else "skipped"
+
+
+def run(cfg: Namespace, runs: str | os.PathLike) -> dict[str, str]:
+    """Run every stage of the resolved ``cfg`` under ``runs``; return stage -> ran|skipped.
+
+    Stages are called in process through their ``main(cfg)``, each with its own parser's
+    view of the config. The cell folder is locked so two launches of one cell take turns.
+    """
+    paths = run_paths(cfg, runs)
+    paths.cell.mkdir(parents=True, exist_ok=True)
+    with file_lock(paths.cell / ".lock"):
+        save_config(cfg, paths)
+        record = read_record(paths)
+        status = {}
+        for stage in STAGE_ORDER:
+            status[stage] = _run_stage(stage, cfg, paths, record)
+            write_json(paths.cell / PIPELINE_FILE, {
+                "stages": record, "experiment": cfg.experiment, "variant": cfg.variant,
+                "seed": cfg.seed, "data_hash": data_hash(cfg), "store": str(paths.store)})
+        failed = paths.cell / FAILED_FILE
+        if failed.exists():  # an earlier failure of this cell is now fixed
+            failed.unlink()
+    ran = [s for s, v in status.items() if v == "ran"]
+    print(f"run: {cfg.variant} seed {cfg.seed}: ran {', '.join(ran) or 'nothing'}; "
+          f"skipped {len(status) - len(ran)} of {len(status)} stages")
+    return status
+
+
+def variant_name(path: str | os.PathLike) -> str:
+    """A variant file's ``variant:`` value, or the file's stem when it has none."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise UserError(f"{path}: variant file not found") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a variant file must be a YAML mapping of config keys")
+    return str(data.get("variant") or path.stem)
+
+
+def resolve(configs: Sequence[str | os.PathLike], seed: int, out: str | os.PathLike,
+            overrides: dict[str, Any] | None = None, variant: str | None = None,
+            sweep: str | None = None) -> Namespace:
+    """Parse config files (left to right), then ``overrides`` (dotted keys), exactly as
+    ``jepa-wm run --config ... --key=value`` would; an unknown key fails naming it."""
+    import argparse
+
+    from jepa_wm.stages import build_parser
+
+    args = [a for path in configs for a in ("--config", str(path))]
+    args += [f"--{k}={json.dumps(v)}" for k, v in (overrides or {}).items()]
+    args += ["--seed", str(seed), "--out", str(out)]
+    if variant is not None:
+        args += ["--variant", variant]
+    if sweep is not None:
+        args += ["--sweep", sweep]
+    parser, _ = build_parser("run")
+    try:
+        return parser.parse_args(args)
+    except argparse.ArgumentError as e:
+        files = ", ".join(str(p) for p in configs)
+        raise UserError(f"config ({files}): {' '.join(str(e).split())}") from None

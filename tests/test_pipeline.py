@@ -1,0 +1,105 @@
+"""The pipeline's bookkeeping on the real configs: where a run goes, which store it shares,
+what each stage is handed, and when a stage counts as done. (The real pipeline end to end,
+and a second ``run`` of a finished run, are in test_sweep.py next to the smoke sweep.)"""
+
+from __future__ import annotations
+
+import fcntl
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jepa_wm import pipeline
+from jepa_wm.io import UserError, mark_done
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs" / "experiments" / "smoke.yaml"
+VARIANTS = ROOT / "configs" / "variants"
+
+
+def resolve(tmp_path, variant="vae", seed=0, **overrides):
+    return pipeline.resolve([SMOKE, VARIANTS / f"{variant}.yaml"], seed, tmp_path, overrides)
+
+
+def test_variants_share_the_store_of_one_budget_and_seed_only(tmp_path):
+    vae, jepa = resolve(tmp_path, "vae"), resolve(tmp_path, "jepa_ema")
+    p_vae, p_jepa = pipeline.run_paths(vae, tmp_path), pipeline.run_paths(jepa, tmp_path)
+    assert p_vae.store == p_jepa.store
+    assert p_vae.rollouts.parent.parent == tmp_path / "smoke" / "data"
+    assert p_vae.cell == tmp_path / "smoke" / "vae" / "seed0"
+    assert p_jepa.cell == tmp_path / "smoke" / "jepa_ema" / "seed0"
+    # another budget or seed never reuses the store
+    more = pipeline.run_paths(resolve(tmp_path, "vae", episodes=7), tmp_path)
+    other_seed = pipeline.run_paths(resolve(tmp_path, "vae", seed=1), tmp_path)
+    assert len({p_vae.store, more.store, other_seed.store}) == 3
+
+
+def test_overrides_apply_and_an_unknown_key_is_named(tmp_path):
+    cfg = resolve(tmp_path, **{"controller_train.tau": 1.0})
+    assert cfg.controller_train.tau == 1.0 and cfg.variant == "vae"
+    with pytest.raises(UserError, match="tauu"):
+        resolve(tmp_path, **{"controller_train.tauu": 1.0})
+
+
+def test_variant_name_is_the_variant_key_or_the_file_stem(tmp_path):
+    assert pipeline.variant_name(VARIANTS / "jepa_ema.yaml") == "jepa_ema"
+    plain = tmp_path / "my_variant.yaml"
+    plain.write_text("# no name\nseed: 3\n")
+    assert pipeline.variant_name(plain) == "my_variant"
+    with pytest.raises(UserError, match="not found"):
+        pipeline.variant_name(tmp_path / "missing.yaml")
+
+
+def test_each_stage_gets_its_inputs_and_its_own_folder(tmp_path):
+    cfg = resolve(tmp_path)
+    paths = pipeline.run_paths(cfg, tmp_path)
+    cell = paths.cell
+    stage_cfgs = {s: pipeline.stage_config(s, cfg, paths)[0] for s in pipeline.STAGE_ORDER}
+    assert stage_cfgs["collect"].out == str(paths.rollouts)
+    assert stage_cfgs["train-vision"].data == str(paths.rollouts)
+    assert stage_cfgs["encode"].vision == str(cell / "vision" / "final.ckpt")
+    assert stage_cfgs["train-memory"].latents == str(cell / "latents")
+    assert stage_cfgs["train-controller"].memory == str(cell / "memory" / "final.ckpt")
+    assert stage_cfgs["evaluate"].controller == str(cell / "controller" / "best.npz")
+    assert stage_cfgs["evaluate"].out == str(cell / "eval")
+    # the experiment's values reach every stage
+    assert all(c.vision_train.max_steps == 4 and c.episodes == 6 for c in stage_cfgs.values())
+
+
+def test_a_redone_input_changes_the_downstream_fingerprint(tmp_path):
+    cfg = resolve(tmp_path)
+    paths = pipeline.run_paths(cfg, tmp_path)
+    for stage in pipeline.STAGE_ORDER:
+        mark_done(paths.stage_dir(stage), "h")
+    encode_cfg, _ = pipeline.stage_config("encode", cfg, paths)
+    vision_cfg, _ = pipeline.stage_config("train-vision", cfg, paths)
+    before = pipeline.fingerprint("encode", encode_cfg, paths)
+    vision_before = pipeline.fingerprint("train-vision", vision_cfg, paths)
+    assert pipeline.fingerprint("encode", encode_cfg, paths) == before  # stable
+    mark_done(paths.stage_dir("train-vision"), "h2")  # V trained again
+    assert pipeline.fingerprint("encode", encode_cfg, paths) != before
+    assert pipeline.fingerprint("train-vision", vision_cfg, paths) == vision_before
+    assert not pipeline.is_complete(cfg, tmp_path)  # nothing recorded by the pipeline yet
+
+
+def test_file_lock_excludes_a_second_holder(tmp_path):
+    lock = tmp_path / "store" / ".lock"
+    with pipeline.file_lock(lock), open(lock) as f, pytest.raises(BlockingIOError):
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(lock) as f:  # released
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_a_changed_config_keeps_the_previous_one(tmp_path, capsys):
+    cfg = resolve(tmp_path)
+    paths = pipeline.run_paths(cfg, tmp_path)
+    pipeline.save_config(cfg, paths)
+    saved = yaml.safe_load((paths.cell / "config.yaml").read_text())
+    assert saved["variant"] == "vae" and saved["vision_train"]["max_steps"] == 4
+    assert "out" not in saved and "config" not in saved
+    pipeline.save_config(cfg, paths)  # same config: nothing moves
+    assert not (paths.cell / "config.previous.yaml").exists()
+    pipeline.save_config(resolve(tmp_path, **{"controller_train.generations": 5}), paths)
+    assert yaml.safe_load((paths.cell / "config.previous.yaml").read_text()) == saved
+    assert "config.previous.yaml" in capsys.readouterr().out

@@ -1,0 +1,174 @@
+"""The report's statistics on synthetic results.json files, against hand-computed values,
+and the offline W&B summary run's group and job_type."""
+
+from __future__ import annotations
+
+import csv
+import math
+import struct
+from pathlib import Path
+
+import pytest
+
+from jepa_wm import report
+from jepa_wm.io import UserError, write_json, write_yaml
+
+# variant -> seed -> (real_scores, dream_mean); real_mean is the mean of the scores
+SYNTHETIC = {
+    "vae": {0: ([90, 110], 400), 1: ([180, 220], 500), 2: ([250, 350], 600)},
+    "jepa_ema": {0: ([150, 150], 150), 1: ([300, 300], 300)},
+    "random": {0: ([50, 50], 80)},
+}
+
+
+def make_experiment(root: Path) -> Path:
+    """runs/<exp> with the SYNTHETIC results, a failed seed and an unfinished one."""
+    exp = root / "synthetic"
+    for variant, seeds in SYNTHETIC.items():
+        for seed, (scores, dream) in seeds.items():
+            cell = exp / variant / f"seed{seed}"
+            real_mean = sum(scores) / len(scores)
+            write_json(cell / "eval" / "results.json", {
+                "real_mean": real_mean, "real_std": 0.0, "real_scores": scores,
+                "dream_mean": dream, "dream_real_gap": dream - real_mean, "seed": seed,
+                "variant": variant, "tau": 1.15,
+                "tau_table": [{"tau": 1.0, "dream_mean": dream + 10},
+                              {"tau": 1.15, "dream_mean": dream}]})
+            write_json(cell / "vision" / "metrics.json",
+                       {"final_loss": 0.5 + seed, "vision": {"effective_rank": 10 + seed}})
+            write_json(cell / "memory" / "metrics.json", {"final_loss": 1.0 + seed})
+            write_json(cell / "pipeline.json", {"stages": {
+                s: {"wall_time": 10.0 * (seed + 1)} for s in report.STAGES}})
+            write_json(cell / "controller" / "history.json", [
+                {"generation": g, "fitness_mean": 100 + g, "real_mean": 90 + g}
+                for g in range(3)])
+            write_yaml(cell / "config.yaml", {
+                "experiment": "synthetic", "env": "VizdoomTakeCover-v1", "episodes": 6,
+                "vision_train": {"max_steps": 4}, "memory_train": {"max_epochs": 2,
+                                                                   "max_steps": -1},
+                "controller_train": {"generations": 3, "popsize": 8, "rollouts": 2,
+                                     "where": "dream", "tau": 1.15},
+                "evaluate": {"episodes": 2, "dream_episodes": 16},
+                "wandb": {"mode": "disabled"}})
+    write_json(exp / "jepa_ema" / "seed2" / "FAILED.json", {"error": "RuntimeError: boom"})
+    (exp / "random" / "seed1").mkdir(parents=True)  # started, never finished
+    return exp
+
+
+@pytest.fixture
+def experiment(tmp_path):
+    return make_experiment(tmp_path)
+
+
+def rows_by_variant(exp: Path) -> dict[str, dict[str, str]]:
+    with open(exp / "report" / "results.csv") as f:
+        return {row["variant"]: row for row in csv.DictReader(f)}
+
+
+def test_statistics_match_hand_computed_values(experiment):
+    report.write_report(experiment, baseline="vae", gifs=False, quiet=True)
+    rows = rows_by_variant(experiment)
+    assert list(rows) == ["vae", "jepa_ema", "random"]  # baseline first
+    vae, jepa, rnd = rows["vae"], rows["jepa_ema"], rows["random"]
+
+    # vae: seed means 100, 200, 300
+    assert int(vae["n_seeds"]) == 3
+    assert float(vae["real_mean"]) == pytest.approx(200)
+    assert float(vae["real_std"]) == pytest.approx(100)  # sample std over seeds
+    # bootstrap of 3 values: P(resample mean = 100) = 1/27 > 2.5%, so the 95% percentile
+    # interval is exactly [min, max]
+    assert float(vae["ci_low"]) == pytest.approx(100)
+    assert float(vae["ci_high"]) == pytest.approx(300)
+    # IQM of the 6 episodes 90 110 180 220 250 350: drop one each end -> mean(110..250)
+    assert float(vae["iqm"]) == pytest.approx((110 + 180 + 220 + 250) / 4)
+    assert float(vae["dream_mean"]) == pytest.approx(500)
+    assert float(vae["dream_real_gap"]) == pytest.approx(300)
+    assert float(vae["p_improvement"]) == pytest.approx(0.5)
+    assert float(vae["v_loss"]) == pytest.approx(1.5)  # mean of 0.5, 1.5, 2.5
+    assert float(vae["m_loss"]) == pytest.approx(2.0)
+    assert float(vae["effective_rank"]) == pytest.approx(11)
+    assert float(vae["wall_train_vision_s"]) == pytest.approx(20)
+
+    # jepa_ema: seed means 150, 300 vs vae 100, 200, 300:
+    # pairs won 150>100, 300>100, 300>200, tie 300=300 -> (3 + 0.5) / 6
+    assert float(jepa["p_improvement"]) == pytest.approx(3.5 / 6)
+    assert float(jepa["real_std"]) == pytest.approx(math.sqrt(2 * 75**2))
+    assert (float(jepa["ci_low"]), float(jepa["ci_high"])) == pytest.approx((150, 300))
+    assert float(jepa["iqm"]) == pytest.approx(225)  # 150 150 300 300 -> mean(150, 300)
+    assert jepa["failed_seeds"] == "2"
+
+    # one seed: the CI is the point itself, the std is undefined
+    assert int(rnd["n_seeds"]) == 1
+    assert (float(rnd["ci_low"]), float(rnd["ci_high"])) == (50.0, 50.0)
+    assert rnd["real_std"] == ""
+    assert float(rnd["p_improvement"]) == pytest.approx(0.0)  # 50 loses to every vae seed
+    assert rnd["incomplete_seeds"] == "1"
+
+
+def test_markdown_plots_and_tau_table(experiment, capsys):
+    report.write_report(experiment, baseline="vae", gifs=False)
+    out = experiment / "report"
+    md = (out / "results.md").read_text()
+    assert "6 episodes collected" in md and "3 generations x 8 candidates x 2 rollouts" in md
+    assert "| vae | 3 | 200.0 | 100.0 | [100.0, 300.0] |" in md
+    assert "With one seed the CI is the point itself" in md
+    assert "## Dream temperature" in md
+    for name in ("scores.png", "cmaes.png", "tau.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    with open(out / "tau.csv") as f:
+        taus = list(csv.DictReader(f))
+    vae_tau1 = next(t for t in taus if t["variant"] == "vae" and float(t["tau"]) == 1.0)
+    assert float(vae_tau1["dream_mean"]) == pytest.approx(510)
+    printed = capsys.readouterr().out
+    assert "jepa_ema" in printed and "[150.0, 300.0]" in printed
+
+
+def test_history_curves_reads_generations_and_real_checks():
+    history = {"generations": [{"generation": 0, "fitness_mean": 5.0},
+                               {"generation": 1, "fitness_mean": 6.0, "real_mean": 4.0}]}
+    assert report.history_curves(history) == ([0, 1], [5.0, 6.0], [1], [4.0])
+
+
+def test_missing_baseline_and_empty_folder(tmp_path, experiment):
+    rows = report.write_report(experiment, baseline="nope", gifs=False, quiet=True)
+    assert all(math.isnan(r["p_improvement"]) for r in rows)
+    assert "Baseline `nope` has no finished run" in (experiment / "report" /
+                                                     "results.md").read_text()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no <variant>/seed<k> run folders"):
+        report.find_runs(tmp_path / "empty")
+
+
+def _wandb_run_records(run_file: Path):
+    """The records of an offline ``.wandb`` file (LevelDB-style log of protobufs)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, block, pos, buf = run_file.read_bytes(), 32768, 7, b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # block trailer
+            pos += left
+            continue
+        _, n, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        pos += 7
+        buf += data[pos:pos + n]
+        pos += n
+        if kind in (1, 4):  # a full record, or the last piece of one
+            record = pb.Record()
+            record.ParseFromString(buf)
+            buf = b""
+            yield record
+
+
+def test_offline_wandb_summary_run_has_group_and_job_type(experiment, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    report.write_report(experiment, baseline="vae", sweep="syn", gifs=False, quiet=True)
+    run_dirs = list((experiment / "report" / "wandb").glob("offline-run-*"))
+    assert len(run_dirs) == 1
+    runs = [r.run for r in _wandb_run_records(next(run_dirs[0].glob("run-*.wandb")))
+            if r.WhichOneof("record_type") == "run"]
+    assert runs, "no run record in the offline run file"
+    assert runs[0].run_group == "report"
+    assert runs[0].job_type == "report"
+    assert set(runs[0].tags) == {"synthetic", "syn"}

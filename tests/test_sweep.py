@@ -1,0 +1,167 @@
+"""Sweeps: the sweep file, the grid, failure recording through submitit's local executor,
+and (marked ``slow``) the real smoke sweep end to end on VizDoom: its report, a second
+``run`` of a finished run doing no work, and a failing cell next to finished ones."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jepa_wm import pipeline, sweep
+from jepa_wm.io import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEPS = sorted((ROOT / "configs" / "sweeps").glob("*.yaml"))
+SMOKE = ROOT / "configs" / "experiments" / "smoke.yaml"
+VAE = ROOT / "configs" / "variants" / "vae.yaml"
+
+
+def jepa_wm(*args, timeout=900):
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    return subprocess.run([sys.executable, "-m", "jepa_wm.cli", *map(str, args)], cwd=ROOT,
+                          check=False,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def write_sweep(path: Path, **spec) -> Path:
+    path.write_text("# test sweep\n" + json.dumps(spec) + "\n")  # JSON is YAML
+    return path
+
+
+def read_csv(path: Path) -> dict[str, dict[str, str]]:
+    with open(path) as f:
+        return {row["variant"]: row for row in csv.DictReader(f)}
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
+def test_shipped_sweep_files_resolve_every_cell(path, tmp_path):
+    spec = sweep.load_sweep(path)
+    cells = sweep.make_cells(spec, tmp_path)
+    assert len(cells) == len(spec.variants) * len(spec.seeds)
+    cfgs = [c.resolve() for c in cells]
+    assert len({c.name for c in cells}) == len(cells)
+    assert {cfg.sweep for cfg in cfgs} == {path.stem}
+    assert spec.baseline in {c.variant for c in cells}
+
+
+def test_sweep_file_with_an_unknown_key_fails_naming_it(tmp_path):
+    bad = write_sweep(tmp_path / "bad.yaml", experiment=str(SMOKE), variants=[str(VAE)],
+                      seeds=[0], seed=[1])
+    with pytest.raises(UserError, match="seed"):
+        sweep.load_sweep(bad)
+    missing = write_sweep(tmp_path / "missing.yaml", experiment="nope.yaml",
+                          variants=[str(VAE)])
+    with pytest.raises(UserError, match="nope.yaml"):
+        sweep.load_sweep(missing)
+
+
+def test_override_grid_gives_one_labelled_cell_per_value(tmp_path):
+    path = write_sweep(tmp_path / "tau.yaml", experiment=str(SMOKE), variants=[str(VAE)],
+                       seeds=[0, 1], overrides={"controller_train.tau": [1.0, 1.15]},
+                       set={"evaluate.episodes": 3})
+    cells = sweep.make_cells(sweep.load_sweep(path), tmp_path)
+    assert sorted(c.name for c in cells) == [
+        "vae--tau=1.0/seed0", "vae--tau=1.0/seed1", "vae--tau=1.15/seed0",
+        "vae--tau=1.15/seed1"]
+    cfg = next(c for c in cells if c.variant == "vae--tau=1.0").resolve()
+    assert cfg.controller_train.tau == 1.0 and cfg.variant == "vae--tau=1.0"
+    assert cfg.evaluate.episodes == 3  # `set` applies to every cell, not in the name
+
+
+def test_failing_cell_through_submitit_local_is_recorded_and_reported(tmp_path):
+    """The SLURM code path (submitit, one pickled job per cell), run locally."""
+    broken = tmp_path / "no_env.yaml"
+    broken.write_text("# a cell that must fail\nvariant: no_env\nenv: NoSuchEnv-v0\n")
+    path = write_sweep(tmp_path / "fail.yaml", experiment=str(SMOKE), variants=[str(broken)],
+                       seeds=[0], baseline="no_env")
+    with pytest.raises(sweep.CellsFailed, match="no_env/seed0"):
+        sweep.sweep(path, tmp_path / "runs", launcher="submitit-local")
+    exp = tmp_path / "runs" / "smoke"
+    failed = json.loads((exp / "no_env" / "seed0" / "FAILED.json").read_text())
+    assert "NoSuchEnv-v0" in failed["error"]
+    assert list((exp / "sweep_logs" / "fail").glob("*_submitted.pkl"))  # went via submitit
+    row = read_csv(exp / "report" / "results.csv")["no_env"]
+    assert row["n_seeds"] == "0" and row["failed_seeds"] == "0"
+
+
+def test_bad_launcher_is_a_user_error():
+    with pytest.raises(UserError, match="launcher"):
+        sweep.launch([], launcher="kubernetes")
+
+
+# -- the real pipeline ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory) -> Path:
+    """configs/sweeps/smoke.yaml run for real (collect -> evaluate on VizDoom, 2 variants x
+    2 seeds) through the CLI; returns the runs folder."""
+    runs = tmp_path_factory.mktemp("smoke") / "runs"
+    out = jepa_wm("sweep", "configs/sweeps/smoke.yaml", "--out", runs, "--jobs", 2)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return runs
+
+
+@pytest.mark.slow
+def test_smoke_sweep_end_to_end_writes_the_report(smoke_runs):
+    exp = smoke_runs / "smoke"
+    rows = read_csv(exp / "report" / "results.csv")
+    assert list(rows) == ["vae", "jepa_ema"]
+    for row in rows.values():
+        assert row["n_seeds"] == "2" and row["failed_seeds"] == ""
+        assert float(row["ci_low"]) <= float(row["real_mean"]) <= float(row["ci_high"])
+        assert row["dream_mean"] != "" and row["wall_train_vision_s"] != ""
+    assert float(rows["vae"]["p_improvement"]) == 0.5
+    assert len(list((exp / "data").iterdir())) == 2  # one store per seed, shared by variants
+    for variant in rows:
+        for seed in (0, 1):
+            results = json.loads((exp / variant / f"seed{seed}" / "eval" /
+                                  "results.json").read_text())
+            assert results["variant"] == variant and results["seed"] == seed
+    md = (exp / "report" / "results.md").read_text()
+    assert "| vae | 2 |" in md and "Budget per run" in md
+    assert (exp / "report" / "scores.png").exists()
+    for variant in rows:  # one dream beside its real episode per variant
+        assert (exp / "report" / f"dream-{variant}.gif").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_second_run_of_a_finished_run_does_no_work(smoke_runs):
+    cell = smoke_runs / "smoke" / "vae" / "seed0"
+    markers = sorted(cell.rglob("DONE.json")) + sorted(
+        (smoke_runs / "smoke" / "data").rglob("DONE.json"))
+    before = {p: p.stat().st_mtime_ns for p in markers}
+    out = jepa_wm("run", "--config", SMOKE, "--config", VAE, "--seed", 0, "--out", smoke_runs)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("skipped (done)") == len(pipeline.STAGE_ORDER)
+    assert "ran nothing" in out.stdout
+    assert {p: p.stat().st_mtime_ns for p in markers} == before
+    again = jepa_wm("sweep", "configs/sweeps/smoke.yaml", "--out", smoke_runs)
+    assert again.returncode == 0, again.stderr
+    assert "4 done, 0 to run" in again.stdout
+
+
+@pytest.mark.slow
+def test_a_failing_cell_leaves_the_rest_finished_and_shows_in_the_report(smoke_runs,
+                                                                          tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("# V training that cannot run\nvariant: broken\n"
+                      "vision_train:\n  batch_size: 0\n")
+    path = write_sweep(tmp_path / "mixed.yaml", experiment=str(SMOKE),
+                       variants=[str(VAE), str(broken)], seeds=[0], baseline="vae")
+    out = jepa_wm("sweep", path, "--out", smoke_runs)
+    assert out.returncode == 1
+    assert "1 of 2 cells failed: broken/seed0" in out.stderr
+    exp = smoke_runs / "smoke"
+    assert (exp / "broken" / "seed0" / "FAILED.json").exists()
+    assert (exp / "broken" / "seed0" / "pipeline.json").exists()  # got past collect
+    rows = read_csv(exp / "report" / "results.csv")
+    assert rows["broken"]["failed_seeds"] == "0" and rows["broken"]["n_seeds"] == "0"
+    assert rows["vae"]["n_seeds"] == "2" and rows["jepa_ema"]["n_seeds"] == "2"
+    assert "broken" in (exp / "report" / "results.md").read_text()
