@@ -8,11 +8,26 @@ imported, so ``jepa-wm collect`` does not pay for Lightning's import.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import traceback
 
 from jepa_wm.stages import STAGES, build_parser
+
+
+#: File-system errors that are the user's to fix, with what to do about them.
+FILE_ERRORS = {
+    errno.ENOSPC: "no space left on device; free some space (completed files are kept) "
+                  "and run the command again",
+    errno.EDQUOT: "disk quota exceeded; free some space (completed files are kept) and run "
+                  "the command again",
+    errno.ENOTDIR: "a file where a folder is expected; give a folder",
+    errno.EISDIR: "a folder where a file is expected; give a file",
+    errno.EEXIST: "exists and is not a folder; give a folder",
+    errno.EACCES: "permission denied; give a path you can read and write",
+    errno.EROFS: "read-only file system; give a writable path",
+}
 
 
 def _usage() -> str:
@@ -53,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # an unexpected failure: one line unless --debug
         if debug:
             raise
+        if isinstance(e, OSError) and e.errno in FILE_ERRORS:
+            # the user's to fix (writers are atomic: nothing is left half-written)
+            print(f"error: {stage}: {e.filename or 'a file'}: {FILE_ERRORS[e.errno]}",
+                  file=sys.stderr)
+            return 2
         msg = " ".join(str(e).split())[:500]
         print(f"error: {stage}: {type(e).__name__}: {msg} (rerun with --debug for the "
               "traceback)", file=sys.stderr)

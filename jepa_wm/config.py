@@ -51,6 +51,25 @@ class TrainConfig:
     threads: Optional[int] = None
 
 
+def check_train_config(tc: Any, section: str) -> None:
+    """Fail early, naming the key, on ``TrainConfig`` values no trainer can run with
+    (``section`` is ``vision_train`` or ``memory_train``)."""
+    from jepa_wm.io import UserError
+
+    for key, value, ok, accepted in (
+            ("max_epochs", tc.max_epochs, tc.max_epochs >= 1, "an integer >= 1"),
+            ("max_steps", tc.max_steps, tc.max_steps == -1 or tc.max_steps >= 1,
+             "-1 (no limit) or an integer >= 1"),
+            ("batch_size", tc.batch_size, tc.batch_size >= 1, "an integer >= 1"),
+            ("num_workers", tc.num_workers, tc.num_workers >= 0, "an integer >= 0"),
+            ("max_frames", tc.max_frames, tc.max_frames is None or tc.max_frames >= 1,
+             "null (all) or an integer >= 1"),
+            ("threads", tc.threads, tc.threads is None or tc.threads >= 1,
+             "null or an integer >= 1")):
+        if not ok:
+            raise UserError(f"{section}.{key}: {value}; accepted: {accepted}")
+
+
 @dataclass
 class ControllerConfig:
     """CMA-ES over the linear controller C (Ha & Schmidhuber 2018 settings by default).
@@ -124,6 +143,10 @@ class WandbConfig:
     dir: Optional[str] = None
 
 
+#: Default longest hold of the random data policy (Ha & Schmidhuber's Doom data: 1..10).
+MAX_HOLD = 10
+
+
 def experiment_parser(prog: str = "jepa-wm", description: str | None = None) -> ArgumentParser:
     """The schema every stage parses: data keys at top level, then one section per stage."""
     p = ArgumentParser(prog=prog, description=description, exit_on_error=False,
@@ -143,6 +166,10 @@ def experiment_parser(prog: str = "jepa-wm", description: str | None = None) -> 
                    help="Episode step limit (None = the env's own; Doom adds 2100).")
     p.add_argument("--episodes", type=int, default=100, help="Random episodes to collect.")
     p.add_argument("--workers", type=int, default=2, help="Parallel envs for collection.")
+    p.add_argument("--max_hold", type=int, default=MAX_HOLD,
+                   help="The random data policy holds each action for 1..max_hold steps "
+                        "(uniform), as Ha & Schmidhuber's Doom data (1..10). Long holds put "
+                        "the states a held-action controller reaches (walls) in the data.")
     # parts and stage settings
     p.add_argument("--vision_model", type=Optional[torch.nn.Module], default=None,
                    help="The V model: class_path/init_args of a jepa_wm.vision module.")
@@ -156,7 +183,8 @@ def experiment_parser(prog: str = "jepa-wm", description: str | None = None) -> 
     return p
 
 
-DATA_KEYS = ("env", "image_size", "frame_skip", "max_episode_steps", "episodes", "seed")
+DATA_KEYS = ("env", "image_size", "frame_skip", "max_episode_steps", "episodes", "seed",
+             "max_hold")
 
 
 def to_dict(cfg: Namespace | dict) -> dict:
@@ -167,7 +195,8 @@ def to_dict(cfg: Namespace | dict) -> dict:
 
 
 def data_hash(cfg: Namespace) -> str:
-    """Identity of a rollout store: env, image size, frame skip, step limit, budget, seed."""
+    """Identity of a rollout store: env, image size, frame skip, step limit, budget, seed,
+    data policy (``max_hold``)."""
     return hash_obj({k: cfg[k] for k in DATA_KEYS})
 
 

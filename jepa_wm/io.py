@@ -4,9 +4,11 @@ and the "stage complete" marker that lets a stage be skipped or resumed."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -37,6 +39,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):  # name the file, not its temp twin
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -78,6 +84,35 @@ def hash_obj(obj: Any, n: int = 12) -> str:
     """Short stable hash of a JSON-able object (dict keys sorted)."""
     blob = json.dumps(obj, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:n]
+
+
+def load_weights(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with one-line errors naming the file.
+
+    A checkpoint whose pickle carries code or arbitrary objects (a function such as
+    ``os.system``, a class instance) is refused, never executed; an unreadable file is a
+    ``UserError``. A missing file raises ``FileNotFoundError`` (callers name what it is).
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found is None:  # not a pickle torch can read at all (junk, another format)
+            raise UserError(f"{path}: not a loadable checkpoint (UnpicklingError)") from None
+        raise UserError(f"{path}: refused: the checkpoint holds pickled code or objects "
+                        f"({found.group(1)}); accepted: tensors and plain values (loaded "
+                        "with weights_only=True)") from None
+    except Exception as e:  # noqa: BLE001  (truncated, not a torch file: many types)
+        first = (str(e).splitlines() or [""])[0][:120]
+        raise UserError(f"{path}: not a loadable checkpoint ({type(e).__name__}: "
+                        f"{first})") from None
 
 
 DONE_FILE = "DONE.json"

@@ -19,7 +19,7 @@ import pytorch_lightning as pl
 import torch
 from torch.nn import functional as F
 
-from jepa_wm.io import UserError, atomic_path, write_json
+from jepa_wm.io import UserError, atomic_path, load_weights, write_json
 from jepa_wm.nets.mdnrnn import MDNRNN, gmm_nll
 
 CHECKPOINT_KIND = "jepa_wm.memory"
@@ -188,13 +188,10 @@ def save_memory(module: MDNRNNModule, path: str | Path, **extra: Any) -> None:
 def load_memory(path: str | Path) -> MDNRNNModule:
     """Rebuild M from its ``final.ckpt`` alone (``weights_only=True``), in eval mode."""
     path = Path(path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # truncated, not a torch file, or pickled code: a one-line UserError
+        ckpt = load_weights(path)
     except FileNotFoundError:
         raise UserError(f"{path}: memory checkpoint not found") from None
-    except Exception as e:  # truncated file, not a torch file, unsafe pickle
-        raise UserError(f"{path}: not a readable memory checkpoint ({type(e).__name__})") \
-            from None
     if not isinstance(ckpt, dict) or ckpt.get("kind") != CHECKPOINT_KIND:
         kind = ckpt.get("kind", "a Lightning checkpoint") if isinstance(ckpt, dict) else "?"
         raise UserError(f"{path}: is {kind}, not an M checkpoint; accepted: memory/final.ckpt "

@@ -102,6 +102,25 @@ def test_hold_random_policy_holds_actions():
     assert space.contains(acts[0, 0])
 
 
+def test_max_hold_reaches_the_store_and_its_identity(tmp_path):
+    from jepa_wm.config import data_hash, experiment_parser
+
+    r = cli("collect", "--env", DOOM, "--episodes", 1, "--max_hold", 3, "--out",
+            tmp_path / "h3")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "h3" / "meta.json").read_text())["policy"] == \
+        "hold_random(max_hold=3)"
+    # another hold is another store: refused on append, and another data hash
+    r = cli("collect", "--env", DOOM, "--episodes", 2, "--max_hold", 5, "--out",
+            tmp_path / "h3")
+    assert r.returncode == 2 and "max_hold=3" in r.stderr
+    parser = experiment_parser()
+    assert data_hash(parser.parse_args(["--max_hold", "3"])) != \
+        data_hash(parser.parse_args(["--max_hold", "5"]))
+    with pytest.raises(UserError, match="max_hold 0"):
+        collect(DOOM, tmp_path / "h0", episodes=1, max_hold=0, progress=False)
+
+
 @pytest.mark.faults
 def test_resume_after_sigkill_gives_the_uninterrupted_store(tmp_path):
     out = tmp_path / "killed"

@@ -4,6 +4,7 @@ file ``best.npz`` they share: the flat parameter vector and the shape of C's inp
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,21 @@ import torch
 
 from jepa_wm.io import UserError, atomic_path, sha256_file
 from jepa_wm.nets.controller import ControllerPopulation, num_params
+
+
+@contextmanager
+def single_thread():
+    """Run torch on one thread inside the block (the previous count is restored).
+
+    The dream's batched steps are small matmuls (a few hundred rows of a 256-unit LSTM) and
+    real play shares the cores with the env processes: on a busy 2-core machine two torch
+    threads made a CMA-ES generation ~10x slower than one (measured: 100+ s vs 12 s)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @dataclass
@@ -78,12 +94,18 @@ def check_vision_matches(vision_path: str | Path, memory_path: str | Path,
                         f"differs); pass the vision checkpoint of the same run")
 
 
-def load_memory_checked(memory_path: str | Path, vision_path: str | Path | None = None):
-    """``load_memory`` plus, when a V path is given, the check that M was trained on it."""
+def load_memory_checked(memory_path: str | Path, vision_path: str | Path | None = None,
+                        latents=None):
+    """``load_memory`` plus, when given, the checks that M was trained on latents of the V
+    at ``vision_path`` and of the same V as the latent set ``latents``."""
     from jepa_wm.memory import load_memory
 
     memory = load_memory(memory_path)
+    sha = torch.load(memory_path, map_location="cpu", weights_only=True).get("vision_sha256")
     if vision_path is not None:
-        ckpt = torch.load(memory_path, map_location="cpu", weights_only=True)
-        check_vision_matches(vision_path, memory_path, ckpt.get("vision_sha256"))
+        check_vision_matches(vision_path, memory_path, sha)
+    if latents is not None and sha and latents.vision_sha256 != sha:
+        raise UserError(f"{latents.path}: latent set made by another vision checkpoint than "
+                        f"the one {memory_path} was trained on; pass the latents of the same "
+                        "run")
     return memory

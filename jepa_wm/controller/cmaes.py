@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from jepa_wm.controller import ControllerFile
+from jepa_wm.controller import ControllerFile, single_thread
 from jepa_wm.dream import Dream, dream_starts, rollout
 from jepa_wm.io import UserError, atomic_path, read_json, write_json
 from jepa_wm.nets.controller import ControllerPopulation, controller_input_dim, num_params
@@ -39,6 +39,8 @@ def check_config(cc) -> None:
         raise UserError(f"controller_train.popsize: {cc.popsize}; accepted: >= 2")
     if not cc.sigma0 > 0:
         raise UserError(f"controller_train.sigma0: {cc.sigma0}; accepted: a number > 0")
+    if not cc.tau > 0:
+        raise UserError(f"controller_train.tau: {cc.tau}; accepted: a number > 0")
 
 
 def make_dream(cc, memory, latents, store, tau: Optional[float] = None) -> Dream:
@@ -180,7 +182,7 @@ class Trainer:
         from rich.progress import Progress
 
         state = self._load_state()
-        with Progress(transient=True) as bar:
+        with Progress(transient=True) as bar, single_thread():
             task = bar.add_task(f"CMA-ES ({self.cc.where})", total=self.cc.generations,
                                 completed=state["generation"])
             while state["generation"] < self.cc.generations:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jepa_wm.controller import ControllerFile
+from jepa_wm.controller import ControllerFile, single_thread
 from jepa_wm.controller.real import play_real
 from jepa_wm.dream import Dream, rollout
 from jepa_wm.io import read_json
@@ -84,9 +84,11 @@ def evaluate(cfg, vision, memory, controller: ControllerFile, dream: Dream,
     """Real and dream scores of one controller -> the core of ``results.json``."""
     ev = cfg.evaluate
     start = time.time()
-    real = real_scores(cfg, vision, memory, controller, ev.episodes, ev.workers, on_episode)
-    real_seconds = time.time() - start
-    dream_returns = dream_scores(dream, controller, ev.dream_episodes, cfg.seed)
+    with single_thread():
+        real = real_scores(cfg, vision, memory, controller, ev.episodes, ev.workers,
+                           on_episode)
+        real_seconds = time.time() - start
+        dream_returns = dream_scores(dream, controller, ev.dream_episodes, cfg.seed)
     return {"real_mean": float(real.mean()), "real_std": float(real.std()),
             "real_scores": [float(x) for x in real],
             "real_seeds": [int(s) for s in eval_seeds(cfg.seed, ev.episodes)],

@@ -69,6 +69,12 @@ class FrameDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {"obs": torch.from_numpy(self.store.frames(self.index[i:i + 1])[0])}
 
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, torch.Tensor]]:
+        """The items ``indices`` (what ``__getitem__`` gives) from one read of the memory
+        maps: the DataLoader calls this once per batch, instead of one store read per item."""
+        frames = torch.from_numpy(self.store.frames(self.index[np.asarray(indices, np.int64)]))
+        return [{"obs": f} for f in frames]
+
 
 class FramePairDataset(Dataset):
     """Consecutive frames of one episode (for JEPA): ``{"obs": uint8 (3, H, W), "a":
@@ -95,6 +101,13 @@ class FramePairDataset(Dataset):
         a = action_to_vector(self.store.action_space, self.store.actions(np.array([t])))[0]
         return {"obs": torch.from_numpy(frames[0]), "a": torch.from_numpy(a),
                 "next_obs": torch.from_numpy(frames[1])}
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, torch.Tensor]]:
+        """The items ``indices`` from one read of the memory maps (see ``FrameDataset``)."""
+        t = self.index[np.asarray(indices, np.int64)]
+        frames = torch.from_numpy(self.store.frames(np.stack([t, t + 1], axis=1)))
+        a = torch.from_numpy(action_to_vector(self.store.action_space, self.store.actions(t)))
+        return [{"obs": f[0], "a": ai, "next_obs": f[1]} for f, ai in zip(frames, a)]
 
 
 class WindowDataset(Dataset):

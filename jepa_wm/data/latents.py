@@ -35,6 +35,8 @@ def write_latents(out: str | os.PathLike, frames: int, latent_dim: int,
     total = np.zeros(latent_dim, np.float64)
     total_sq = np.zeros(latent_dim, np.float64)
     start = 0
+    for stale in out.glob(f".{Z_FILE}.*.tmp"):  # left by a killed write; never read
+        stale.unlink()
     with atomic_path(out / Z_FILE) as tmp:
         z_map = open_memmap(tmp, mode="w+", dtype=np.float32, shape=(frames, latent_dim))
         for z in batches:

@@ -18,6 +18,7 @@ write and is removed when the store is opened for writing. Reading memory-maps t
 
 from __future__ import annotations
 
+import errno
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -182,6 +183,10 @@ class RolloutWriter:
             np.save(tmp / "episode_starts.npy", starts)
             sums = {f"{key}.npy": sha256_file(tmp / f"{key}.npy") for key in ARRAYS}
             tmp.rename(self.root / name)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):  # name the shard, not its temp folder
+                raise OSError(e.errno, e.strerror, str(self.root / name)) from e
+            raise
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)

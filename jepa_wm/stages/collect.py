@@ -1,5 +1,5 @@
-"""``jepa-wm collect --env ID --episodes N --out DIR --seed S [--workers W]``: random
-episodes of a real env into a rollout store (resumable, byte-reproducible)."""
+"""``jepa-wm collect --env ID --episodes N --out DIR --seed S [--workers W] [--max_hold K]``:
+random episodes of a real env into a rollout store (resumable, byte-reproducible)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ def add_arguments(parser: ArgumentParser) -> None:
 def collect_from_config(cfg: Namespace, out: str | Path, shard_episodes: int = 32,
                         policy: Any = None) -> dict[str, Any]:
     """Collect the store ``cfg`` describes into ``out`` (skipped when ``out`` is DONE for
-    the same data config); writes ``DONE.json`` last. Returns the store's summary."""
+    the same data config); writes ``DONE.json`` last. Returns the store's summary.
+
+    ``policy`` None = ``HoldRandomPolicy`` holding each action 1..``cfg.max_hold`` steps."""
     from jepa_wm.data.collect import collect, print_summary
     from jepa_wm.data.store import RolloutStore
     from jepa_wm.io import is_done, mark_done, read_json
@@ -38,7 +40,7 @@ def collect_from_config(cfg: Namespace, out: str | Path, shard_episodes: int = 3
     summary = collect(cfg.env, out, cfg.episodes, seed=cfg.seed, workers=cfg.workers,
                       image_size=cfg.image_size, frame_skip=cfg.frame_skip,
                       max_episode_steps=cfg.max_episode_steps, policy=policy,
-                      episodes_per_shard=shard_episodes)
+                      max_hold=cfg.max_hold, episodes_per_shard=shard_episodes)
     mark_done(out, config_hash, episodes=summary["episodes"], frames=summary["frames"],
               wall_time=summary["wall_time"])
     return summary

@@ -97,6 +97,13 @@ def main(cfg: Namespace) -> None:
         from jepa_wm.io import UserError
 
         raise UserError("evaluate.episodes and evaluate.dream_episodes: accepted: >= 1")
+    from jepa_wm.controller.cmaes import check_config
+    from jepa_wm.io import UserError
+
+    check_config(cfg.controller_train)
+    for tau in cfg.evaluate.taus:
+        if not tau > 0:
+            raise UserError(f"evaluate.taus: {tau}; accepted: temperatures > 0")
     memory, vision, latents, store = load_parts(cfg)
     controller = ControllerFile.load(cfg.controller)
     controller.check_fits(memory, cfg.controller)

@@ -61,13 +61,13 @@ def load_parts(cfg: Namespace):
     from jepa_wm.data import RolloutStore
     from jepa_wm.memory import latents_store_path, load_latents
 
-    memory = load_memory_checked(cfg.memory, cfg.vision)
+    latents = load_latents(cfg.latents)
+    memory = load_memory_checked(cfg.memory, cfg.vision, latents)
     vision = None
     if cfg.vision is not None:
         from jepa_wm.vision import load_vision
 
         vision = load_vision(cfg.vision)
-    latents = load_latents(cfg.latents)
     store = RolloutStore(latents_store_path(latents, cfg.data))
     return memory, vision, latents, store
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from jepa_wm.io import UserError
+from jepa_wm.io import UserError, load_weights
 from jepa_wm.vision import diagnostics
 
 log = logging.getLogger(__name__)
@@ -192,11 +191,7 @@ def load_vision(path: str | Path, map_location: str | torch.device = "cpu") -> V
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: vision checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
-        raise UserError(f"{path}: not a loadable checkpoint ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:120]})") from None
+    ckpt = load_weights(path, map_location)  # a pickled callable is refused, not run
     spec = ckpt.get("hyper_parameters", {}).get("spec") if isinstance(ckpt, dict) else None
     try:
         vision_class(spec)

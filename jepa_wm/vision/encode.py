@@ -26,6 +26,17 @@ def store_identity(store: RolloutStore) -> dict:
             "frames": store.num_frames, "meta_hash": io.hash_obj(store.meta)}
 
 
+def check_out(out: Path) -> None:
+    """``out`` must be a new folder or a latent set: encoding into another stage's folder
+    (a rollout store, whose meta.json holds its checksums) would overwrite its files."""
+    if out.exists() and not out.is_dir():
+        raise io.UserError(f"{out}: is a file; give a folder for --out")
+    meta = out / META_FILE
+    if meta.exists() and "vision_sha256" not in io.read_json(meta):
+        raise io.UserError(f"{out}: holds a {META_FILE} that is not a latent set's (a rollout "
+                           "store?); give encode a new or latents --out folder")
+
+
 def _batches(model: VisionModule, store: RolloutStore, batch_size: int,
              progress) -> Iterator[np.ndarray]:
     for start in range(0, store.num_frames, batch_size):
@@ -48,6 +59,7 @@ def encode_store(vision: str | Path, data: str | Path, out: str | Path,
     )
 
     out, store = Path(out), RolloutStore(data)
+    check_out(out)
     if not Path(vision).is_file():
         raise io.UserError(f"{vision}: vision checkpoint not found; give the final.ckpt of "
                            "train-vision")
@@ -58,6 +70,11 @@ def encode_store(vision: str | Path, data: str | Path, out: str | Path,
         print(f"encode: {out} is done for this checkpoint and store; skipping")
         return out
     model = load_vision(vision)
+    size = model.args.get("image_size")
+    if size is not None and tuple(store.image_shape[-2:]) != (size, size):
+        raise io.UserError(f"{data}: frames of {store.image_shape[-2]}x{store.image_shape[-1]}"
+                           f"; {vision} is a V for {size}x{size} frames; encode a store of "
+                           "that size (or train V on this one)")
     for stale in (io.DONE_FILE, META_FILE):  # never leave old metadata beside new z
         (out / stale).unlink(missing_ok=True)
     t0 = time.perf_counter()

@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from jsonargparse import Namespace
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from jepa_wm import io
-from jepa_wm.config import to_dict
+from jepa_wm.config import check_train_config, to_dict
 from jepa_wm.data.datasets import FrameDataset, WindowDataset, split_episodes
 from jepa_wm.data.store import RolloutStore
 from jepa_wm.envs import action_dim
@@ -59,6 +60,16 @@ class FramesPerSecond(pl.Callback):
         return self.frames / self.seconds if self.seconds else float("nan")
 
 
+class LastValidation(pl.Callback):
+    """Remembers the ``global_step`` of the last validation run during ``fit`` (or None)."""
+
+    step: int | None = None
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.step = trainer.global_step
+
+
 class NonFiniteLoss(pl.Callback):
     """Stops at the first NaN/inf loss with the step and the batch's statistics."""
 
@@ -67,12 +78,28 @@ class NonFiniteLoss(pl.Callback):
             return
         obs = pl_module.to_float(pl_module.first_frames(self._batch))
         raise io.UserError(
-            f"train-vision: loss is {loss.item()} at step {trainer.global_step}; batch frames "
+            f"training loss is {loss.item()} at step {trainer.global_step}; batch frames "
             f"mean {obs.mean():.4f} std {obs.std():.4f} min {obs.min():.4f} max "
             f"{obs.max():.4f}; lower vision_model.init_args.lr or check the data")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._batch = batch
+
+
+#: (config key, store meta.json key) pairs that must agree: V learns the frames of one env
+#: at one size, and downstream stages play that env at that size.
+STORE_KEYS = (("env", "env_id"), ("image_size", "image_size"), ("frame_skip", "frame_skip"))
+
+
+def check_store_matches(cfg: Namespace, store: RolloutStore) -> None:
+    """The config's env, image size and frame skip must be the store's (a store of another
+    env or size is refused, naming both values)."""
+    for key, meta_key in STORE_KEYS:
+        have, want = store.meta.get(meta_key), cfg[key]
+        if have != want:
+            raise io.UserError(f"{store.root}: a store of {meta_key}={have!r}, the config asks "
+                               f"for {key}={want!r}; pass --{key} {have} (or the experiment "
+                               "config the store was collected with), or collect a new store")
 
 
 def resolve_spec(cfg: Namespace, store: RolloutStore) -> dict:
@@ -85,6 +112,12 @@ def resolve_spec(cfg: Namespace, store: RolloutStore) -> dict:
     cls = vision_class(spec, f"vision_model.class_path {spec.get('class_path')}")
     params = inspect.signature(cls.__init__).parameters
     args = spec.setdefault("init_args", {})
+    lr, latent_dim = args.get("lr"), args.get("latent_dim")
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise io.UserError(f"vision_model.init_args.lr: {lr}; accepted: a number > 0")
+    if latent_dim is not None and latent_dim < 1:
+        raise io.UserError(f"vision_model.init_args.latent_dim: {latent_dim}; accepted: an "
+                           "integer >= 1")
     if "action_dim" in params and args.get("action_dim") is None:
         args["action_dim"] = action_dim(store.action_space)
     if "image_size" in params:
@@ -156,7 +189,18 @@ def _check_out(out: Path, config_hash: str) -> None:
 
 
 def _trainer(cfg: Namespace, out: Path, callbacks: list, logger: Any) -> pl.Trainer:
+    """The Lightning Trainer of ``vision_train``; settings Lightning rejects (an unknown
+    accelerator or precision, a missing backend) are one-line errors naming the section."""
     t = cfg.vision_train
+    try:
+        return _make_trainer(t, out, callbacks, logger)
+    except (MisconfigurationException, ValueError, ImportError, RuntimeError) as e:
+        raise io.UserError(f"vision_train (accelerator {t.accelerator!r}, devices "
+                           f"{t.devices!r}, strategy {t.strategy!r}, precision "
+                           f"{t.precision!r}): {' '.join(str(e).split())[:300]}") from None
+
+
+def _make_trainer(t: Any, out: Path, callbacks: list, logger: Any) -> pl.Trainer:
     return pl.Trainer(
         max_epochs=t.max_epochs, max_steps=t.max_steps, accelerator=t.accelerator,
         devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes, precision=t.precision,
@@ -171,7 +215,14 @@ def train_vision(cfg: Namespace, data: str | Path, out: str | Path) -> Path:
 
     from jepa_wm.tracking import lightning_logger
 
+    check_train_config(cfg.vision_train, "vision_train")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise io.UserError(f"{out}: is a file; give a folder for --out")
+    if (Path(out) / "meta.json").exists():  # a store's or a latent set's, never V's
+        raise io.UserError(f"{out}: holds a meta.json (a rollout store or latent set?); give "
+                           "train-vision its own --out folder")
     out, store = Path(out), RolloutStore(data)
+    check_store_matches(cfg, store)
     spec = resolve_spec(cfg, store)
     # threads and loader workers change speed, not results: a rerun with others resumes
     train = {k: v for k, v in to_dict(cfg.vision_train).items() if k not in SPEED_ONLY}
@@ -191,16 +242,20 @@ def train_vision(cfg: Namespace, data: str | Path, out: str | Path) -> Path:
     ckpt = ModelCheckpoint(dirpath=out, filename="epoch{epoch:03d}", auto_insert_metric_name=False,
                            save_last=True, save_top_k=1, every_n_epochs=1)
     logger = lightning_logger(cfg, "train-vision", out)
-    trainer = _trainer(cfg, out, [ckpt, fps, NonFiniteLoss(), RichProgressBar()], logger)
+    last_val = LastValidation()
+    trainer = _trainer(cfg, out, [ckpt, fps, last_val, NonFiniteLoss(), RichProgressBar()],
+                       logger)
     t0 = time.time()
     if getattr(model, "trainable", True):
         last = out / "last.ckpt"
         resume = str(last) if last.exists() else None
         if resume:
             print(f"train-vision: resuming from {last}")
+            io.load_weights(last)  # a last.ckpt carrying pickled code is refused, not run
         trainer.fit(model, train_loader, val_loader, ckpt_path=resume, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}  # last train step
-    trainer.validate(model, val_loader, verbose=False)  # diagnostics of the final weights
+    if last_val.step != trainer.global_step:  # the final weights were not validated yet
+        trainer.validate(model, val_loader, verbose=False)  # (training stopped mid-epoch)
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     metrics.update({f"vision/{k}": v for k, v in model.diagnostics.items()})
     metrics.update({"loss": metrics.get("train/loss", float("nan")),
