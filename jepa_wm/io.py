@@ -16,6 +16,10 @@ from typing import Any, Iterator
 import yaml
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class UserError(Exception):
     """Bad input from the user: the CLI prints it as one line (no traceback) and exits 2.
 
@@ -34,6 +38,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file normal permissions
     try:
         yield tmp
         with open(tmp, "rb") as f:

@@ -30,3 +30,12 @@ def test_read_json_errors_name_the_file(tmp_path):
         read_json(bad)
     with pytest.raises(UserError, match="missing.json: file not found"):
         read_json(tmp_path / "missing.json")
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    import os
+
+    write_json(tmp_path / "r.json", {"a": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o666 & ~umask
