@@ -15,7 +15,6 @@ import traceback
 
 from jepa_wm.stages import STAGES, build_parser
 
-
 #: File-system errors that are the user's to fix, with what to do about them.
 FILE_ERRORS = {
     errno.ENOSPC: "no space left on device; free some space (completed files are kept) "

@@ -42,13 +42,13 @@ class TrainConfig:
     batch_size: int = 64
     num_workers: int = 0
     val_fraction: float = 0.1
-    max_frames: Optional[int] = None
+    max_frames: int | None = None
     accelerator: str = "cpu"
     devices: Any = "auto"
     strategy: str = "auto"
     num_nodes: int = 1
     precision: str = "32-true"
-    threads: Optional[int] = None
+    threads: int | None = None
 
 
 def check_train_config(tc: Any, section: str) -> None:
@@ -139,8 +139,8 @@ class WandbConfig:
 
     mode: str = "offline"
     project: str = "jepa_wm"
-    entity: Optional[str] = None
-    dir: Optional[str] = None
+    entity: str | None = None
+    dir: str | None = None
 
 
 #: Default longest hold of the random data policy (Ha & Schmidhuber's Doom data: 1..10).

@@ -14,8 +14,9 @@ return is the survival time), so the return does not depend on a learned reward.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable, ClassVar, Optional
+from typing import ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -103,8 +104,8 @@ class Dream:
         return self.net.hidden_size
 
     @torch.no_grad()
-    def reset(self, n: int, generator: Optional[torch.Generator] = None,
-              seed: Optional[int] = None) -> DreamState:
+    def reset(self, n: int, generator: torch.Generator | None = None,
+              seed: int | None = None) -> DreamState:
         """Start ``n`` dreams from starting latents drawn (with replacement) from ``starts``.
 
         Give a ``generator`` or a ``seed`` for a reproducible batch.
@@ -214,12 +215,12 @@ class DreamEnv(gym.Env):
         a = dream.action
         self.action_space = gym.spaces.Discrete(a["n"]) if a["type"] == "discrete" else \
             gym.spaces.Box(np.array(a["low"], np.float32), np.array(a["high"], np.float32))
-        self._state: Optional[DreamState] = None
+        self._state: DreamState | None = None
 
     def _obs(self) -> np.ndarray:
         return self._state.controller_input(self.include_cell)[0].numpy().astype(np.float32)
 
-    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         generator = torch.Generator()
         generator.manual_seed(int(self.np_random.integers(2 ** 62)))

@@ -10,11 +10,11 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
-
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -114,7 +114,7 @@ def load_weights(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
         raise UserError(f"{path}: refused: the checkpoint holds pickled code or objects "
                         f"({found.group(1)}); accepted: tensors and plain values (loaded "
                         "with weights_only=True)") from None
-    except Exception as e:  # noqa: BLE001  (truncated, not a torch file: many types)
+    except Exception as e:  # a truncated or non-torch file fails in many ways
         first = (str(e).splitlines() or [""])[0][:120]
         raise UserError(f"{path}: not a loadable checkpoint ({type(e).__name__}: "
                         f"{first})") from None

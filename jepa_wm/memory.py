@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -63,7 +63,7 @@ def load_latents(path: str | Path):
     return LatentSet(path)
 
 
-def latents_store_path(latents, override: Optional[str] = None) -> Path:
+def latents_store_path(latents, override: str | None = None) -> Path:
     """The rollout store a latent set indexes: ``override`` (``--data``) or the path its
     meta.json records (``store``)."""
     found = override or latents.meta.get("store")
@@ -100,7 +100,7 @@ class MDNRNNModule(pl.LightningModule):
         untrained: Keep M as initialised (never trained): the control for M.
     """
 
-    def __init__(self, latent_dim: Optional[int] = None, action: Optional[dict] = None,
+    def __init__(self, latent_dim: int | None = None, action: dict | None = None,
                  hidden_size: int = 256, num_mixtures: int = 5, shared_mixture: bool = False,
                  seq_len: int = 32, lr: float = 1e-3, done_pos_weight: float = 10.0,
                  reward_weight: float = 1.0, done_weight: float = 1.0, grad_clip: float = 1.0,
@@ -259,7 +259,7 @@ def build_memory(cfg, latents, action: dict) -> MDNRNNModule:
 
 
 def train_memory(cfg, latents_dir: str | Path, out: str | Path,
-                 data: Optional[str] = None, config_hash: str = "") -> dict:
+                 data: str | None = None, config_hash: str = "") -> dict:
     """The ``train-memory`` stage: fit M on the latent set (resuming from ``last.ckpt``),
     write ``final.ckpt`` and ``metrics.json``; returns the metrics."""
     from jepa_wm.data import RolloutStore

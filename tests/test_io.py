@@ -8,10 +8,9 @@ from jepa_wm.io import UserError, atomic_path, is_done, mark_done, read_json, wr
 def test_atomic_path_keeps_old_file_when_writer_fails(tmp_path):
     target = tmp_path / "x.json"
     write_json(target, {"a": 1})
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("partial")
-            raise RuntimeError("killed mid-write")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("partial")
+        raise RuntimeError("killed mid-write")
     assert read_json(target) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
 

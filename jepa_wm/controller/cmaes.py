@@ -13,7 +13,6 @@ from __future__ import annotations
 import pickle
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -43,7 +42,7 @@ def check_config(cc) -> None:
         raise UserError(f"controller_train.tau: {cc.tau}; accepted: a number > 0")
 
 
-def make_dream(cc, memory, latents, store, tau: Optional[float] = None) -> Dream:
+def make_dream(cc, memory, latents, store, tau: float | None = None) -> Dream:
     """The dream C trains in (``controller_train`` settings; ``tau`` overrides its τ)."""
     starts = dream_starts(latents, memory, cc.start, store)
     return Dream(memory, starts, tau=cc.tau if tau is None else tau, done=cc.done,
@@ -81,7 +80,7 @@ class Trainer:
         run: A wandb run (or None).
     """
 
-    def __init__(self, cfg, memory, dream: Optional[Dream], real, out: Path, run=None):
+    def __init__(self, cfg, memory, dream: Dream | None, real, out: Path, run=None):
         self.cfg, self.cc = cfg, cfg.controller_train
         check_config(self.cc)
         self.memory, self.dream, self.real, self.out = memory, dream, real, out
@@ -142,7 +141,7 @@ class Trainer:
         out = self.real(candidates, R, seed)  # real episodes are dear: R for the mean too
         return out["returns"].reshape(len(candidates), -1).mean(1), out["steps"]
 
-    def _real_check(self, state: dict) -> Optional[float]:
+    def _real_check(self, state: dict) -> float | None:
         every, gen = self.cc.real_check_every, state["generation"]
         if self.real is None or every <= 0 or (gen % every and gen != self.cc.generations):
             return None

@@ -8,8 +8,8 @@ every job is played exactly once, whatever the order in which they end.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable, Optional
 
 import gymnasium as gym
 import numpy as np
@@ -34,7 +34,7 @@ def make_vector_env(cfg, workers: int) -> gym.vector.VectorEnv:
 @torch.no_grad()
 def play_real(cfg, vision, memory, population: ControllerPopulation, owners: np.ndarray,
               seeds: np.ndarray, include_cell: bool = False, workers: int = 2,
-              on_episode: Optional[Callable[[int, float], None]] = None) -> dict:
+              on_episode: Callable[[int, float], None] | None = None) -> dict:
     """Play one real episode per job: job j uses candidate ``owners[j]`` of ``population``
     and env seed ``seeds[j]``.
 

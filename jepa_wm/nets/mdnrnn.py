@@ -10,7 +10,7 @@ logits are ``(..., K)`` (one component choice for the whole vector).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -78,7 +78,7 @@ class MDNRNN(nn.Module):
         return MDNOutput(logit_pi, mu, log_sigma.clamp(-7.0, 5.0), y[..., -2], y[..., -1])
 
     def forward(self, z: torch.Tensor, a: torch.Tensor,
-                state: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+                state: tuple[torch.Tensor, torch.Tensor] | None = None
                 ) -> tuple[MDNOutput, tuple[torch.Tensor, torch.Tensor]]:
         """Teacher-forced pass over a sequence.
 
@@ -145,9 +145,9 @@ def check_tau(tau: float) -> float:
     return float(tau)
 
 
-def sample_gmm(pred: MDNOutput, tau: float = 1.0, uniform: Optional[torch.Tensor] = None,
-               normal: Optional[torch.Tensor] = None,
-               generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def sample_gmm(pred: MDNOutput, tau: float = 1.0, uniform: torch.Tensor | None = None,
+               normal: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
     """Sample ``z`` ``(N, D)`` from a prediction with leading shape ``(N,)`` at temperature
     ``tau`` (logits / tau, sigma * sqrt(tau), as in the paper).
 
