@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from datetime import datetime, timezone
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from common import cpu_name, loadavg  # benchmarks/common.py (scripts run from their folder)
 from torch.utils.data import DataLoader, Dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,16 +108,6 @@ def train_rate(size: dict, steps: int, warmup: int) -> dict:
             "ms_per_step": 1e3 / sps}
 
 
-def loadavg() -> str:
-    """The 1, 5 and 15 minute load averages (other jobs sharing the cores slow every figure)."""
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

@@ -28,6 +28,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from common import cpu_name, loadavg  # benchmarks/common.py (scripts run from their folder)
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 1.2
 TARGET_BYTES = 3 * 1024 ** 3
@@ -107,16 +109,6 @@ def source_store(path: str | None, tmp: Path):
     return RolloutStore(path)
 
 
-def loadavg() -> str:
-    """The 1, 5 and 15 minute load averages."""
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 NOTE = ("Anonymous memory is the Python heap, torch and the batches; file-backed memory is "
