@@ -67,7 +67,7 @@ class FrameDataset(Dataset):
         return len(self.index)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"obs": torch.from_numpy(self.store.frames(self.index[i:i + 1])[0])}
+        return self.__getitems__([i])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, torch.Tensor]]:
         """The items ``indices`` (what ``__getitem__`` gives) from one read of the memory
@@ -96,11 +96,7 @@ class FramePairDataset(Dataset):
         return len(self.index)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        t = int(self.index[i])
-        frames = self.store.frames(np.array([t, t + 1]))
-        a = action_to_vector(self.store.action_space, self.store.actions(np.array([t])))[0]
-        return {"obs": torch.from_numpy(frames[0]), "a": torch.from_numpy(a),
-                "next_obs": torch.from_numpy(frames[1])}
+        return self.__getitems__([i])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, torch.Tensor]]:
         """The items ``indices`` from one read of the memory maps (see ``FrameDataset``)."""
