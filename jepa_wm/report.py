@@ -351,13 +351,27 @@ def print_table(rows: list[dict], title: str) -> None:
 # -- plots ---------------------------------------------------------------------------------
 
 
-def plot_scores(rows: list[dict], runs: list[SeedRun], path: Path) -> Path:
-    """Real score per variant: mean with its 95% CI, each seed as a dot, dream as a ring."""
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (no display; imported only when plotting)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    """Lay out, write as PNG and close ``fig``; return ``path``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def plot_scores(rows: list[dict], runs: list[SeedRun], path: Path) -> Path:
+    """Real score per variant: mean with its 95% CI, each seed as a dot, dream as a ring."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(rows), 4))
     for i, row in enumerate(rows):
         seeds = [r.results["real_mean"] for r in runs if r.variant == row["variant"] and r.ok]
@@ -375,10 +389,7 @@ def plot_scores(rows: list[dict], runs: list[SeedRun], path: Path) -> Path:
     ax.set_title("Score per variant")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def history_curves(history: Any) -> tuple[list, list, list, list]:
@@ -409,11 +420,7 @@ def history_curves(history: Any) -> tuple[list, list, list, list]:
 
 def plot_cmaes(runs: list[SeedRun], path: Path) -> Path | None:
     """CMA-ES dream fitness per generation (one line per seed), real checks as markers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     variants = sorted({r.variant for r in runs if r.history})
     if not variants:
         return None
@@ -431,21 +438,14 @@ def plot_cmaes(runs: list[SeedRun], path: Path) -> Path | None:
     ax.set_title("Controller training: dream fitness vs real checks")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_taus(taus: list[dict], path: Path) -> Path | None:
     """Dream (and real, when known) score against the dream temperature, per variant."""
     if not taus:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, variant in enumerate(sorted({t["variant"] for t in taus})):
         mine = [t for t in taus if t["variant"] == variant]
@@ -459,10 +459,7 @@ def plot_taus(taus: list[dict], path: Path) -> Path | None:
     ax.set_title("Virtual vs actual score by dream temperature")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 # -- W&B -----------------------------------------------------------------------------------
