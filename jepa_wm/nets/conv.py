@@ -61,4 +61,10 @@ class ConvDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """``z`` ``(B, latent_dim)`` -> ``(B, out_channels, 64, 64)`` in [0, 1]."""
-        return self.net(self.fc(z)[:, :, None, None])
+        # The first transposed conv sees a 1x1 input, so it is a plain matmul onto its
+        # 128x5x5 output: computed as one, it costs ~40% of that layer's conv time
+        # (benchmarks/results/profile.md). Same weights and state dict as the conv.
+        first = self.net[0]
+        h = self.fc(z) @ first.weight.flatten(1)
+        h = h.view(z.shape[0], *first.weight.shape[1:]) + first.bias[:, None, None]
+        return self.net[1:](h)

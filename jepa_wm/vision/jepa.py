@@ -186,4 +186,4 @@ class JEPAModule(VisionModule):
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=self.args["lr"],
-                                 weight_decay=self.args["weight_decay"])
+                                 weight_decay=self.args["weight_decay"], fused=True)

@@ -94,4 +94,4 @@ class VAEModule(VisionModule):
         self._grid_pending = False
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.lr)
+        return torch.optim.Adam(self.parameters(), lr=self.lr, fused=True)
