@@ -162,7 +162,11 @@ def sample_gmm(pred: MDNOutput, tau: float = 1.0, uniform: torch.Tensor | None =
         uniform = torch.rand(N, 1 if shared else D, generator=generator)
     if normal is None:
         normal = torch.randn(N, D, generator=generator)
-    probs = torch.softmax(pred.logit_pi / tau, dim=-1)
+    # softmax written out: torch's softmax over a last dim of K ~ 5 is ~5x slower than
+    # these three ops, and it was 15% of a dream step (benchmarks/results/dream.md)
+    logits = pred.logit_pi / tau
+    probs = (logits - logits.amax(-1, keepdim=True)).exp_()
+    probs = probs / probs.sum(-1, keepdim=True)
     if shared:
         probs = probs.unsqueeze(1)  # (N, 1, K): one choice for every dim
     cdf = probs.cumsum(-1)
