@@ -148,6 +148,30 @@ def test_second_run_of_a_finished_run_does_no_work(smoke_runs):
 
 
 @pytest.mark.slow
+def test_transfer_benchmark_reports_a_finished_sweep_without_rerunning_it(smoke_runs,
+                                                                           tmp_path):
+    markers = sorted((smoke_runs / "smoke").rglob("DONE.json"))
+    before = {p: p.stat().st_mtime_ns for p in markers}
+    out_md = tmp_path / "results" / "transfer_quick.md"
+    out = subprocess.run([sys.executable, "benchmarks/transfer.py", "--quick", "--runs",
+                          str(smoke_runs), "--jobs", "1", "--out", str(out_md)], cwd=ROOT,
+                         env={**os.environ, "WANDB_MODE": "disabled"}, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in markers} == before  # resumed: nothing re-ran
+    text = out_md.read_text()
+    rows = read_csv(smoke_runs / "smoke" / "report" / "results.csv")
+    assert "cells: 4 finished of 4 folders" in text and "| 1092 +- 556 |" in text
+    best = max(rows.values(), key=lambda r: float(r["real_mean"]))
+    score = float(best["real_mean"])
+    verdict = "met" if score >= 750 else f"missed by {750 - score:.1f}"
+    assert f"| {best['variant']}: {score:.1f} " in text and verdict in text
+    for variant, row in rows.items():
+        assert f"| {variant} (2 seeds, this budget) | {float(row['real_mean']):.1f} " in text
+    assert (tmp_path / "results" / "transfer_quick_scores.png").stat().st_size > 0
+
+
+@pytest.mark.slow
 def test_a_failing_cell_leaves_the_rest_finished_and_shows_in_the_report(smoke_runs,
                                                                           tmp_path):
     broken = tmp_path / "broken.yaml"
