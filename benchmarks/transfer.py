@@ -25,11 +25,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
+from common import cpu_name, loadavg  # benchmarks/common.py (scripts run from their folder)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_name, loadavg  # noqa: E402
-
-from jepa_wm.report import STAGES, find_runs, summarize, wall_times  # noqa: E402
+from jepa_wm.report import STAGES, find_runs, summarize, wall_times
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -84,10 +82,10 @@ def targets(rows, runs) -> str:
             f"missed by {worst_cell - TARGET_CELL_MINUTES:.1f} min")
     return "\n".join([
         "| target | figure | verdict |", "|---|---:|---|",
-        f"| best variant >= {TARGET_SCORE:.0f} real score | {best['variant']}: {score:.1f} "
-        f"(95% CI [{best['ci_low']:.1f}, {best['ci_high']:.1f}]) | {verdict} |",
-        f"| one variant+seed pipeline <= {TARGET_CELL_MINUTES:.0f} min | slowest cell "
-        f"{worst_cell:.1f} min | {cell} |"])
+        (f"| best variant >= {TARGET_SCORE:.0f} real score | {best['variant']}: {score:.1f} "
+         f"(95% CI [{best['ci_low']:.1f}, {best['ci_high']:.1f}]) | {verdict} |"),
+        (f"| one variant+seed pipeline <= {TARGET_CELL_MINUTES:.0f} min | slowest cell "
+         f"{worst_cell:.1f} min | {cell} |")])
 
 
 def main() -> None:
@@ -121,27 +119,30 @@ def main() -> None:
     if plot.exists():
         shutil.copy(plot, out.with_name(out.stem + "_scores.png"))
 
+    title = f"# Transfer: `{SWEEPS[mode]}`"
+    if args.quick:
+        title += " (--quick: a check, not a result)"
+    header = [
+        (f"- command: `python benchmarks/transfer.py{' --quick' if args.quick else ''} "
+         f"--jobs {args.jobs}` (runs `jepa-wm sweep {SWEEPS[mode]} --out {args.runs} "
+         f"--jobs {args.jobs}`; finished cells are skipped, so this is also how to resume)"),
+        (f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {cpu_name()}, "
+         f"{os.cpu_count()} CPUs"),
+        (f"- this invocation: {wall / 60:.1f} min wall, {args.jobs} cells at a time; load "
+         f"average {load_before} before, {loadavg()} after"),
+        f"- cells: {sum(r.ok for r in runs)} finished of {len(runs)} folders"]
+    ours = [(f"| {r['variant']} ({r['n_seeds']} seeds, this budget) | {r['real_mean']:.1f} "
+             f"[{r['ci_low']:.1f}, {r['ci_high']:.1f}] |") for r in rows if r["n_seeds"]]
     text = "\n".join([
-        f"# Transfer: `{SWEEPS[mode]}`" + (" (--quick: a check, not a result)" if args.quick
-                                           else ""), "",
-        f"- command: `python benchmarks/transfer.py{' --quick' if args.quick else ''} "
-        f"--jobs {args.jobs}` (runs `jepa-wm sweep {SWEEPS[mode]} --out {args.runs} "
-        f"--jobs {args.jobs}`; finished cells are skipped, so this is also how to resume)",
-        f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {cpu_name()}, "
-        f"{os.cpu_count()} CPUs",
-        f"- this invocation: {wall / 60:.1f} min wall, {args.jobs} cells at a time; load "
-        f"average {load_before} before, {loadavg()} after",
-        f"- cells: {sum(r.ok for r in runs)} finished of {len(runs)} folders", "",
+        title, "", *header, "",
         "## Beside the paper", "",
         "| agent | real score (DoomTakeCover) |", "|---|---:|",
-        *[f"| {name} | {score} |" for name, score in PAPER],
-        *[f"| {r['variant']} ({r['n_seeds']} seeds, this budget) | {r['real_mean']:.1f} "
-          f"[{r['ci_low']:.1f}, {r['ci_high']:.1f}] |" for r in rows if r["n_seeds"]], "",
+        *[f"| {name} | {score} |" for name, score in PAPER], *ours, "",
         "## Targets", "", targets(rows, runs), "",
         "## Wall time per variant+seed (seconds per stage, as each cell recorded it)", "",
         stage_table(runs), "",
-        f"Cells ran {args.jobs} at a time on {os.cpu_count()} cores, so each stage had "
-        "about one core: a lone run on an idle machine is faster.", "",
+        (f"Cells ran {args.jobs} at a time on {os.cpu_count()} cores, so each stage had "
+         "about one core: a lone run on an idle machine is faster."), "",
         "## The sweep's report", body])
     out.write_text(text + "\n")
     print(f"\n{text}\n\nwrote {out}")
