@@ -144,6 +144,22 @@ def test_cmaes_improves_dream_fitness_then_evaluate_writes_results(run_dir):
     assert "real" in proc.stdout and "dream" in proc.stdout
 
 
+def test_finished_train_controller_still_refuses_another_v(run_dir, tmp_path):
+    from jepa_wm.vision import RandomModule
+    from jepa_wm.vision.train import save_final
+
+    out = run_dir / "controller"
+    assert (out / "DONE.json").exists()  # finished by the test above
+    torch.manual_seed(123)
+    save_final(RandomModule(latent_dim=16), tmp_path / "other.ckpt")
+    args = [*parts(run_dir), "--out", str(out)]
+    args[args.index("--vision") + 1] = str(tmp_path / "other.ckpt")
+    proc = cli("train-controller", *args, check=False)
+    assert proc.returncode == 2 and "nothing to do" not in proc.stdout
+    assert "other.ckpt: not the V whose latents trained" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
 def test_train_controller_resumes_after_sigkill_exactly(run_dir):
     out = run_dir / "killed"
     args = ["train-controller", *parts(run_dir), "--out", str(out),

@@ -83,10 +83,10 @@ def main(cfg: Namespace) -> None:
     check_config(cc)
     h = config_hash(cfg)
     out = Path(cfg.out)
-    if is_done(out, h):
+    memory, vision, latents, store = load_parts(cfg)  # checks V, M and latents agree
+    if is_done(out, h):  # (so a finished folder with mismatched inputs is refused too)
         print(f"train-controller: {out} is complete for this config (hash {h}); nothing to do")
         return
-    memory, vision, latents, store = load_parts(cfg)
     if cc.where == "real" and vision is None:
         raise UserError("train-controller: controller_train.where real needs --vision CKPT")
     dream = make_dream(cc, memory, latents, store) if cc.where == "dream" else None
