@@ -241,6 +241,12 @@ def tau_table(runs: list[SeedRun]) -> list[dict[str, Any]]:
             for (v, t), s in sorted(acc.items())]
 
 
+def train_length(section: dict) -> str:
+    """A training section's length: ``N steps`` when max_steps is set, else ``N epochs``."""
+    steps = section.get("max_steps", -1)
+    return f"{steps} steps" if steps and steps > 0 else f"{section.get('max_epochs')} epochs"
+
+
 def budget_line(runs: list[SeedRun]) -> str:
     """The budget every variant got, from the first resolved config found."""
     cfg = next((r.config for r in runs if r.config), None)
@@ -248,13 +254,10 @@ def budget_line(runs: list[SeedRun]) -> str:
     if not cfg:
         return f"Budget: unknown (no config.yaml found); seeds {seeds}."
 
-    def train(section: dict) -> str:
-        steps = section.get("max_steps", -1)
-        return f"{steps} steps" if steps and steps > 0 else f"{section.get('max_epochs')} epochs"
-
     c, e = cfg.get("controller_train", {}), cfg.get("evaluate", {})
     return (f"Budget per run: {cfg.get('env')}: {cfg.get('episodes')} episodes collected; "
-            f"V {train(cfg.get('vision_train', {}))}; M {train(cfg.get('memory_train', {}))}; "
+            f"V {train_length(cfg.get('vision_train', {}))}; "
+            f"M {train_length(cfg.get('memory_train', {}))}; "
             f"CMA-ES {c.get('generations')} generations x {c.get('popsize')} candidates x "
             f"{c.get('rollouts')} rollouts in the {c.get('where')} (tau {c.get('tau')}); "
             f"evaluation {e.get('episodes')} real episodes and {e.get('dream_episodes')} "

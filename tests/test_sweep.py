@@ -162,6 +162,10 @@ def test_transfer_benchmark_reports_a_finished_sweep_without_rerunning_it(smoke_
     text = out_md.read_text()
     rows = read_csv(smoke_runs / "smoke" / "report" / "results.csv")
     assert "cells: 4 finished of 4 folders" in text and "| 1092 +- 556 |" in text
+    import yaml
+
+    episodes = yaml.safe_load(SMOKE.read_text())["episodes"]
+    assert f"| random episodes collected | 10,000 | {episodes:,} |" in text
     best = max(rows.values(), key=lambda r: float(r["real_mean"]))
     score = float(best["real_mean"])
     verdict = "met" if score >= 750 else f"missed by {750 - score:.1f}"
