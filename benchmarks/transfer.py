@@ -155,7 +155,9 @@ def main() -> None:
          f"{os.cpu_count()} CPUs"),
         (f"- this invocation: {wall / 60:.1f} min wall, {args.jobs} cells at a time; load "
          f"average {load_before} before, {loadavg()} after"),
-        f"- cells: {sum(r.ok for r in runs)} finished of {len(runs)} folders"]
+        (f"- cells: {sum(r.ok for r in runs)} finished of {len(runs)} folders; their "
+         f"pipelines add up to {sum(cell_minutes(r) for r in runs if r.ok):.0f} min (cells "
+         "run side by side overlap, so a sweep's wall time is less)")]
     ours = [(f"| {r['variant']} ({r['n_seeds']} seeds, this budget) | {r['real_mean']:.1f} "
              f"[{r['ci_low']:.1f}, {r['ci_high']:.1f}] |") for r in rows if r["n_seeds"]]
     text = "\n".join([

@@ -161,7 +161,7 @@ def test_transfer_benchmark_reports_a_finished_sweep_without_rerunning_it(smoke_
     assert {p: p.stat().st_mtime_ns for p in markers} == before  # resumed: nothing re-ran
     text = out_md.read_text()
     rows = read_csv(smoke_runs / "smoke" / "report" / "results.csv")
-    assert "cells: 4 finished of 4 folders" in text and "| 1092 +- 556 |" in text
+    assert "cells: 4 finished of 4 folders; their pipelines add up to" in text and "| 1092 +- 556 |" in text
     import yaml
 
     episodes = yaml.safe_load(SMOKE.read_text())["episodes"]
