@@ -1,9 +1,16 @@
-"""What every benchmark records beside its figures: the CPU and the machine's load."""
+"""What the benchmarks share: the CPU and the machine's load recorded beside every figure,
+and the timer of training steps."""
 
 from __future__ import annotations
 
 import platform
+import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
 
 
 def loadavg() -> str:
@@ -17,3 +24,25 @@ def cpu_name() -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+class StepTimer(pl.Callback):
+    """Wall time of each optimiser step after ``warmup`` steps (data loading excluded).
+
+    ``counts(batch) -> {name: n}`` says what a batch holds (frames, sequences, ...); the
+    timed steps' counts are summed in ``self.counts``, their number in ``self.steps``.
+    """
+
+    def __init__(self, warmup: int, counts: Callable[[Any], dict[str, int]]):
+        self.warmup, self.count_batch = warmup, counts
+        self.seconds, self.steps, self.counts = 0.0, 0, Counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step <= self.warmup:
+            return
+        self.seconds += time.perf_counter() - self._t0
+        self.steps += 1
+        self.counts.update(self.count_batch(batch))

@@ -17,13 +17,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from common import cpu_name, loadavg  # benchmarks/common.py (scripts run from their folder)
+from common import (  # benchmarks/common.py (scripts run from their folder)
+    StepTimer,
+    cpu_name,
+    loadavg,
+)
 from torch.utils.data import DataLoader, Dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,23 +59,6 @@ class SyntheticWindows(Dataset):
                 "mask": self.mask[i]}
 
 
-class StepTimer(pl.Callback):
-    """Wall time of each optimiser step after ``warmup`` steps (data loading excluded)."""
-
-    def __init__(self, warmup: int):
-        self.warmup, self.seconds, self.steps, self.sequences = warmup, 0.0, 0, 0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self._t0 = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step <= self.warmup:
-            return
-        self.seconds += time.perf_counter() - self._t0
-        self.steps += 1
-        self.sequences += batch["z"].shape[0]
-
-
 def sizes(name: str) -> dict:
     """M's sizes and batch of an experiment config (what ``train-memory`` would build)."""
     from jepa_wm.config import experiment_parser, to_dict
@@ -96,15 +82,16 @@ def train_rate(size: dict, steps: int, warmup: int) -> dict:
                           seq_len=size["seq_len"], lr=size["lr"])
     data = SyntheticWindows((steps + warmup) * size["batch_size"], size["seq_len"],
                             size["latent_dim"])
-    timer = StepTimer(warmup)
+    timer = StepTimer(warmup, lambda batch: {"sequences": batch["z"].shape[0]})
     trainer = pl.Trainer(max_steps=steps + warmup, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
                          accelerator="cpu", callbacks=[timer])
     trainer.fit(module, DataLoader(data, batch_size=size["batch_size"], shuffle=True,
                                    drop_last=True))
     sps = timer.steps / timer.seconds
-    return {"steps_per_s": sps, "sequences_per_s": timer.sequences / timer.seconds,
-            "transitions_per_s": timer.sequences * size["seq_len"] / timer.seconds,
+    sequences = timer.counts["sequences"]
+    return {"steps_per_s": sps, "sequences_per_s": sequences / timer.seconds,
+            "transitions_per_s": sequences * size["seq_len"] / timer.seconds,
             "ms_per_step": 1e3 / sps}
 
 

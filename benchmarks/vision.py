@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from common import StepTimer  # benchmarks/common.py (scripts run from their folder)
 from torch.utils.data import DataLoader
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,22 +32,10 @@ VARIANTS = ["vae", "jepa_ema", "jepa_vicreg", "jepa_sigreg", "jepa_none", "rando
             "jepa_ema_resnet18"]
 
 
-class StepTimer(pl.Callback):
-    """Wall time and frames of each training step after ``warmup`` steps."""
-
-    def __init__(self, warmup: int):
-        self.warmup, self.seconds, self.frames, self.samples = warmup, 0.0, 0, 0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self._t0 = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step <= self.warmup:
-            return
-        obs = batch["obs"]
-        self.seconds += time.perf_counter() - self._t0
-        self.frames += obs.numel() // int(np.prod(obs.shape[-3:]))
-        self.samples += obs.shape[0]
+def batch_counts(batch) -> dict[str, int]:
+    """Frames a training batch encodes (a JEPA pair is 2 per sample) and its samples."""
+    obs = batch["obs"]
+    return {"frames": obs.numel() // int(np.prod(obs.shape[-3:])), "samples": obs.shape[0]}
 
 
 def load_variant(name: str, store):
@@ -65,13 +54,13 @@ def train_rate(model, store, steps: int, warmup: int, batch: int) -> dict:
 
     ds = (WindowDataset(store, model.window, stride=1) if model.data_view == "windows"
           else FrameDataset(store))
-    timer = StepTimer(warmup)
+    timer = StepTimer(warmup, batch_counts)
     trainer = pl.Trainer(max_steps=steps + warmup, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
                          limit_val_batches=0, accelerator="cpu", callbacks=[timer])
     trainer.fit(model, DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True))
-    return {"frames_per_s": timer.frames / timer.seconds,
-            "samples_per_s": timer.samples / timer.seconds}
+    return {"frames_per_s": timer.counts["frames"] / timer.seconds,
+            "samples_per_s": timer.counts["samples"] / timer.seconds}
 
 
 def encode_rate(model, store, frames: int, batch: int = 256) -> float:
