@@ -24,10 +24,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import yaml
 from common import cpu_name, loadavg  # benchmarks/common.py (scripts run from their folder)
 
+from jepa_wm.pipeline import run_paths
 from jepa_wm.report import STAGES, find_runs, summarize, train_length, wall_times
+from jepa_wm.sweep import load_sweep, make_cells
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -41,11 +42,10 @@ TARGET_SCORE = 750.0
 TARGET_CELL_MINUTES = 10.0
 
 
-def experiment_folder(sweep_file: Path, runs: Path) -> Path:
-    """RUNS/<experiment>: the experiment name from the sweep's experiment config."""
-    spec = yaml.safe_load(sweep_file.read_text())
-    experiment = yaml.safe_load((ROOT / spec["experiment"]).read_text())
-    return runs / experiment["experiment"]
+def experiment_folder(spec, runs: Path) -> Path:
+    """RUNS/<experiment>, where the sweep writes its cells (resolved as the sweep does)."""
+    cell = make_cells(spec, runs)[0]
+    return run_paths(cell.resolve(), runs).root
 
 
 def cell_minutes(run) -> float:
@@ -133,10 +133,11 @@ def main() -> None:
     subprocess.run(command, check=True, cwd=ROOT)
     wall = time.perf_counter() - start
 
-    folder = experiment_folder(sweep_file, runs_dir)
+    spec = load_sweep(sweep_file)
+    baseline = spec.baseline or "vae"
+    folder = experiment_folder(spec, runs_dir)
     runs = find_runs(folder)
-    spec = yaml.safe_load(sweep_file.read_text())
-    rows = summarize(runs, spec.get("baseline", "vae"))
+    rows = summarize(runs, baseline)
     report = (folder / "report" / "results.md").read_text()
     body = "\n".join(line for line in report.splitlines()[1:] if not line.startswith("!["))
     plot = folder / "report" / "scores.png"
@@ -167,7 +168,7 @@ def main() -> None:
         *[f"| {name} | {score} |" for name, score in PAPER], *ours, "",
         "## Targets", "", targets(rows, runs), "",
         "What separates this budget from the paper's (the baseline's resolved config):", "",
-        budget_table(runs, spec.get("baseline", "vae")), "",
+        budget_table(runs, baseline), "",
         "## Wall time per variant+seed (seconds per stage, as each cell recorded it)", "",
         stage_table(runs), "",
         (f"Cells ran {args.jobs} at a time on {os.cpu_count()} cores, so each stage had "
