@@ -55,18 +55,15 @@ def cell_minutes(run) -> float:
     return sum(times) / 60 if times else math.nan
 
 
-def stage_table(runs) -> str:
-    """Mean wall seconds per stage and per variant, and the whole pipeline in minutes."""
+def stage_table(rows, runs) -> str:
+    """Mean wall seconds per stage (the report's rows) and per variant, and the whole
+    pipeline in minutes."""
     lines = ["| variant | " + " | ".join(STAGES) + " | pipeline min (mean, max) |",
              "|---|" + "---:|" * (len(STAGES) + 1)]
-    for variant in sorted({r.variant for r in runs}):
-        mine = [r for r in runs if r.variant == variant and r.ok]
-        if not mine:
-            continue
-        per = [wall_times(r) for r in mine]
-        secs = [sum(p[s] for p in per) / len(per) for s in STAGES]
-        mins = [cell_minutes(r) for r in mine]
-        lines.append(f"| {variant} | " + " | ".join(f"{s:.0f}" for s in secs)
+    for row in (r for r in rows if r["n_seeds"]):
+        secs = [row[f"wall_{stage.replace('-', '_')}_s"] for stage in STAGES]
+        mins = [cell_minutes(r) for r in runs if r.variant == row["variant"] and r.ok]
+        lines.append(f"| {row['variant']} | " + " | ".join(f"{s:.0f}" for s in secs)
                      + f" | {sum(mins) / len(mins):.1f}, {max(mins):.1f} |")
     return "\n".join(lines)
 
@@ -170,7 +167,7 @@ def main() -> None:
         "What separates this budget from the paper's (the baseline's resolved config):", "",
         budget_table(runs, baseline), "",
         "## Wall time per variant+seed (seconds per stage, as each cell recorded it)", "",
-        stage_table(runs), "",
+        stage_table(rows, runs), "",
         (f"Cells ran {args.jobs} at a time on {os.cpu_count()} cores, so each stage had "
          "about one core: a lone run on an idle machine is faster."), "",
         "## The sweep's report", body])
