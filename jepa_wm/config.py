@@ -83,7 +83,9 @@ class ControllerConfig:
         tau: Dream temperature (mixture logits / tau, sigmas * sqrt(tau)).
         max_steps: Step limit of one dream (and real) episode.
         include_cell: Feed the LSTM cell state c to C as well as h.
-        done: ``threshold`` (done when p > 0.5, as the paper) or ``sample``.
+        done: ``threshold`` (done when M's hazard > ``done_threshold``, as the paper) or
+            ``sample`` (a Bernoulli draw of the hazard every step).
+        done_threshold: The hazard above which ``threshold`` ends a dream (the paper: 0.5).
         reward: Dream reward: ``head`` (M's reward head) or ``survival`` (+1 per step
             survived: the take-cover reward, so the return is the survival time).
         start: Dreams start from real latents of ``episode`` starts or ``random`` frames.
@@ -101,6 +103,7 @@ class ControllerConfig:
     max_steps: int = 2100
     include_cell: bool = False
     done: str = "threshold"
+    done_threshold: float = 0.5
     reward: str = "head"
     start: str = "episode"
     real_check_every: int = 10
@@ -117,11 +120,13 @@ class EvaluateConfig:
         dream_episodes: Dreams at the training temperature.
         taus: Extra dream temperatures for the virtual-vs-actual table (empty = none).
         workers: Real-env worker processes.
+        fidelity_dreams: Dreams of the data policy in the ``fidelity`` stage.
     """
 
     episodes: int = 100
     dream_episodes: int = 1024
     taus: list[float] = field(default_factory=list)
+    fidelity_dreams: int = 1024
     workers: int = 2
 
 

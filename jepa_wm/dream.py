@@ -7,7 +7,10 @@ n dreams and then indexed, so a dream's trajectory depends only on its seed and 
 actions, never on which other dreams are still alive. ``DreamEnv`` wraps one dream as a
 gymnasium env.
 
-Latents are in M's standardised space. Reward: ``"head"`` uses M's reward head;
+Latents are in M's standardised space. A dream starts from a zero LSTM state at a real
+latent (an episode's first frame by default); for a V with a posterior the start is
+``mu + sigma * eps``, drawn the way M was trained. Deaths come from M's ``hazard`` (the
+done head with any class weight undone), sampled or thresholded. Reward: ``"head"`` uses M's reward head;
 ``"survival"`` gives +1 per step survived, the take-cover reward (the paper's dream
 return is the survival time), so the return does not depend on a learned reward.
 """
@@ -68,16 +71,22 @@ class Dream:
         starts: Candidate starting latents, standardised, ``(S, D)``; ``reset`` draws from
             them.
         tau: Temperature (mixture logits / tau, sigmas * sqrt(tau)).
-        done: ``threshold`` (done when p(done) > 0.5, the paper) or ``sample`` (Bernoulli).
+        done: ``threshold`` (done when the hazard > ``done_threshold``, the paper's rule)
+            or ``sample`` (a Bernoulli draw of the hazard each step).
         reward: ``head`` (M's reward head) or ``survival`` (+1 per step).
         max_steps: Time limit: a dream ends after this many steps.
         compact: Drop finished dreams from the batch (off only to check that it changes
             nothing, and for ``DreamEnv``).
+        start_sigma: Posterior sigma of each start, standardised, ``(S, D)``: a dream starts
+            at ``starts + start_sigma * eps`` (None = at ``starts``).
+        done_threshold: The hazard above which ``threshold`` ends a dream (0.5 as the
+            paper; Ha's x10-weighted head at 0.5 is a hazard of 1/11).
     """
 
     def __init__(self, memory: MDNRNNModule, starts: torch.Tensor, tau: float = 1.0,
                  done: str = "threshold", reward: str = "head", max_steps: int = 2100,
-                 compact: bool = True):
+                 compact: bool = True, start_sigma: torch.Tensor | None = None,
+                 done_threshold: float = 0.5):
         for name, value, accepted in (("done", done, DONE_MODES),
                                       ("reward", reward, REWARD_MODES)):
             if value not in accepted:
@@ -88,6 +97,15 @@ class Dream:
         if starts.ndim != 2 or starts.shape[1] != memory.latent_dim or len(starts) == 0:
             raise UserError(f"dream starts: shape {tuple(starts.shape)}; expected (S, "
                             f"{memory.latent_dim}) with S >= 1")
+        if start_sigma is not None:
+            start_sigma = torch.as_tensor(start_sigma, dtype=torch.float32)
+            if start_sigma.shape != starts.shape:
+                raise UserError(f"dream start_sigma: shape {tuple(start_sigma.shape)}; expected "
+                                f"{tuple(starts.shape)}, the shape of starts")
+        if not 0 < done_threshold < 1:
+            raise UserError(f"dream done_threshold: {done_threshold}; accepted: a number in "
+                            "(0, 1)")
+        self.start_sigma, self.done_threshold = start_sigma, float(done_threshold)
         self.memory, self.net = memory.eval(), memory.net
         self.action = memory.action
         self.starts = starts
@@ -114,8 +132,11 @@ class Dream:
             generator = torch.Generator()
             generator.manual_seed(int(torch.seed() if seed is None else seed))
         pick = torch.randint(len(self.starts), (n,), generator=generator)
+        z = self.starts[pick].clone()
+        if self.start_sigma is not None:
+            z += self.start_sigma[pick] * torch.randn(z.shape, generator=generator)
         h, c = self.net.initial_state(n)
-        return DreamState(self.starts[pick].clone(), h, c, torch.arange(n),
+        return DreamState(z, h, c, torch.arange(n),
                           torch.ones(n, dtype=torch.bool), 0, n, generator)
 
     @torch.no_grad()
@@ -139,8 +160,8 @@ class Dream:
         eps = torch.randn(n, D, generator=g)[state.index]
         u_done = torch.rand(n, generator=g)[state.index]
         z = sample_gmm(pred, self.tau, uniform=u_mix, normal=eps)
-        p_done = torch.sigmoid(pred.done_logit)
-        died = p_done > 0.5 if self.done_mode == "threshold" else u_done < p_done
+        p_done = self.memory.hazard(pred.done_logit)
+        died = p_done > self.done_threshold if self.done_mode == "threshold" else u_done < p_done
         reward = torch.ones_like(p_done) if self.reward_mode == "survival" else pred.reward
         t = state.t + 1
         done = died | (t >= self.max_steps) | ~state.alive
@@ -179,19 +200,24 @@ def rollout(dream: Dream, policy: Policy, n: int, generator: torch.Generator,
 
 
 def dream_starts(latents, memory: MDNRNNModule, start: str = "episode",
-                 store=None) -> torch.Tensor:
-    """Standardised starting latents ``(S, D)``: every episode's first frame
-    (``episode``, needs the rollout ``store``) or every frame (``random``)."""
+                 store=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Standardised starting latents ``(S, D)`` and their standardised posterior sigma
+    (``(S, D)``, or None for a V without one): every episode's first frame (``episode``,
+    needs the rollout ``store``) or every frame (``random``)."""
     if start not in START_MODES:
         raise UserError(f"dream start: {start!r}; accepted: {', '.join(START_MODES)}")
     if start == "episode":
         if store is None:
             raise UserError("dream start 'episode': needs the rollout store of the latents")
-        z = np.asarray(latents.z[np.asarray(store.episode_starts)])
+        idx = np.asarray(store.episode_starts)
     else:
-        z = np.asarray(latents.z)
+        idx = slice(None)
+    z = torch.as_tensor(np.asarray(latents.z[idx]), dtype=torch.float32)
+    sigma = getattr(latents, "sigma", None)
+    if sigma is not None:
+        sigma = torch.as_tensor(np.asarray(sigma[idx]), dtype=torch.float32) / memory.latent_std
     with torch.no_grad():
-        return memory.standardise(torch.as_tensor(z, dtype=torch.float32))
+        return memory.standardise(z), sigma
 
 
 class DreamEnv(gym.Env):
@@ -208,7 +234,8 @@ class DreamEnv(gym.Env):
 
     def __init__(self, dream: Dream, include_cell: bool = False):
         self.dream = Dream(dream.memory, dream.starts, dream.tau, dream.done_mode,
-                           dream.reward_mode, dream.max_steps, compact=False)
+                           dream.reward_mode, dream.max_steps, compact=False,
+                           start_sigma=dream.start_sigma, done_threshold=dream.done_threshold)
         self.include_cell = include_cell
         size = dream.latent_dim + dream.hidden_size * (2 if include_cell else 1)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (size,), np.float32)

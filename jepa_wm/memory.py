@@ -1,6 +1,8 @@
-"""M, the memory of World Models: ``MDNRNNModule`` trains the MDN-RNN on windows of
-standardised latents (``(z - mean) / std`` of the latent set), ``load_memory`` rebuilds it
-from its checkpoint alone, and ``train_memory`` is the ``train-memory`` stage.
+"""M, the memory of World Models: ``MDNRNNModule`` trains the MDN-RNN the way the dream
+uses it (whole episodes from a zero state, cut into chunks with the LSTM state carried;
+latents standardised by the latent set's ``mean``/``std``; a VAE's z resampled as
+``mu + sigma * eps`` every batch), ``load_memory`` rebuilds it from its checkpoint alone,
+and ``train_memory`` is the ``train-memory`` stage (with a held-out validation split).
 
 The latent set is ``encode``'s output folder: ``z.npy`` ``(N_frames, D)`` aligned with the
 rollout store's frame index, and ``meta.json`` with ``mean``, ``std``, ``vision_sha256`` and
@@ -77,12 +79,17 @@ def latents_store_path(latents, override: str | None = None) -> Path:
 
 
 class MDNRNNModule(pl.LightningModule):
-    """M: the MDN-RNN trained on standardised latent windows (teacher forcing).
+    """M: the MDN-RNN, teacher-forced on whole episodes in chunks of ``seq_len`` steps with
+    the LSTM state carried from chunk to chunk (``jepa_wm.data.datasets.EpisodeChunks``),
+    so h is trained over the whole span a dream runs, from the zero state it starts in.
 
     Losses (logged per part): ``memory/gmm_nll`` (mixture NLL of ``z_{t+1}`` per latent
     dimension), ``memory/reward_loss`` (MSE of ``r_t``), ``memory/done_loss`` (BCE of
-    ``terminated_t`` with ``pos_weight``, since deaths are rare); ``train/loss`` is
-    ``gmm_nll + reward_weight * reward_loss + done_weight * done_loss``.
+    ``terminated_t``, with ``pos_weight``); ``train/loss`` is ``gmm_nll + reward_weight *
+    reward_loss + done_weight * done_loss``; the same under ``val/`` on held-out episodes.
+
+    The death head's output is the hazard the dream uses: ``hazard`` undoes any class weight
+    (a weight w adds log w to the optimal logit), so no setting inflates the dream's deaths.
 
     Args:
         latent_dim: D; filled in by ``train-memory`` from the latent set.
@@ -91,9 +98,11 @@ class MDNRNNModule(pl.LightningModule):
         hidden_size: LSTM units (256; the paper's Doom M used 512).
         num_mixtures: K Gaussians per latent dimension (5 as the paper).
         shared_mixture: One set of mixture weights for the whole z instead of per dim.
-        seq_len: Length of the training windows (steps).
+        seq_len: Steps per training chunk: the gradient horizon of truncated BPTT (the
+            state is carried over the whole episode whatever its value).
         lr: Adam learning rate.
-        done_pos_weight: Weight of the positive (death) class in the done loss.
+        done_pos_weight: Weight of the positive (death) class in the done loss; 1 (the
+            default) trains a calibrated head; any other weight is undone by ``hazard``.
         reward_weight: Weight of the reward loss in ``train/loss``.
         done_weight: Weight of the done loss in ``train/loss``.
         grad_clip: Gradient-norm clip (0 = none).
@@ -102,7 +111,7 @@ class MDNRNNModule(pl.LightningModule):
 
     def __init__(self, latent_dim: int | None = None, action: dict | None = None,
                  hidden_size: int = 256, num_mixtures: int = 5, shared_mixture: bool = False,
-                 seq_len: int = 32, lr: float = 1e-3, done_pos_weight: float = 10.0,
+                 seq_len: int = 500, lr: float = 1e-3, done_pos_weight: float = 1.0,
                  reward_weight: float = 1.0, done_weight: float = 1.0, grad_clip: float = 1.0,
                  untrained: bool = False):
         super().__init__()
@@ -113,12 +122,16 @@ class MDNRNNModule(pl.LightningModule):
                         ("seq_len", seq_len)):
             if v < 1:
                 raise UserError(f"memory_model.{name}: {v}; accepted: an integer >= 1")
+        if not done_pos_weight > 0:
+            raise UserError(f"memory_model.done_pos_weight: {done_pos_weight}; accepted: a "
+                            "number > 0 (1 = unweighted)")
         self.save_hyperparameters()
         self.action = dict(action)
         self.net = MDNRNN(latent_dim, action_dim(action), hidden_size, num_mixtures,
                           shared_mixture)
         self.register_buffer("latent_mean", torch.zeros(latent_dim))
         self.register_buffer("latent_std", torch.ones(latent_dim))
+        self._carry: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def latent_dim(self) -> int:
@@ -128,14 +141,22 @@ class MDNRNNModule(pl.LightningModule):
         """Raw V latents ``(..., D)`` -> the standardised space M works in."""
         return (z - self.latent_mean) / self.latent_std
 
-    def losses(self, batch: dict) -> dict[str, torch.Tensor]:
-        """Batch of windows (``z`` ``(B, T+1, D)`` raw latents, ``a``, ``r``, ``done``,
-        ``mask`` ``(B, T+1)``) -> the three scalar losses and their weighted sum."""
+    def hazard(self, done_logit: torch.Tensor) -> torch.Tensor:
+        """p(the step ends the episode) ``(...)`` from the done head's logits, with the class
+        weight undone: ``sigmoid(logit - log(done_pos_weight))``."""
+        return torch.sigmoid(done_logit - math.log(self.hparams.done_pos_weight))
+
+    def losses(self, batch: dict, state: tuple[torch.Tensor, torch.Tensor] | None = None
+               ) -> dict[str, torch.Tensor]:
+        """A batch of sequences (``z`` ``(B, T+1, D)`` raw latents, ``a``, ``r``, ``done``,
+        ``mask`` ``(B, T+1)``) from ``state`` (``(h, c)`` each ``(B, H)``, None = zeros) ->
+        the three scalar losses, their weighted sum and ``state``, the final ``(h, c)``."""
         z = self.standardise(batch["z"].float())
         a = action_vectors(batch["a"], self.action)
         mask = batch["mask"].bool()
-        pred, _ = self.net(z[:, :-1], a[:, :-1])
         step_mask, next_mask = mask[:, :-1].float(), mask[:, 1:].float()
+        lengths = step_mask.sum(1).long().clamp(min=1)
+        pred, state = self.net(z[:, :-1], a[:, :-1], state, lengths)
         nll = gmm_nll(z[:, 1:], pred.logit_pi, pred.mu, pred.log_sigma) / self.latent_dim
         gmm = (nll * next_mask).sum() / next_mask.sum().clamp(min=1)
         reward = (((pred.reward - batch["r"][:, :-1].float()) ** 2) * step_mask).sum() / \
@@ -145,10 +166,28 @@ class MDNRNNModule(pl.LightningModule):
             pred.done_logit, batch["done"][:, :-1].float(), reduction="none",
             pos_weight=pos_weight) * step_mask).sum() / step_mask.sum().clamp(min=1)
         loss = gmm + self.hparams.reward_weight * reward + self.hparams.done_weight * done
-        return {"loss": loss, "gmm_nll": gmm, "reward_loss": reward, "done_loss": done}
+        return {"loss": loss, "gmm_nll": gmm, "reward_loss": reward, "done_loss": done,
+                "state": state}
+
+    def carried_state(self, batch: dict, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The state lane b of ``batch`` starts from: the state its previous chunk ended in
+        (stream ``key``), zero where the chunk starts an episode (``reset``)."""
+        B = batch["z"].shape[0]
+        h0, c0 = self.net.initial_state(B, self.device)
+        carry = self._carry.get(key)
+        if carry is None or carry[0].shape[0] != B or "reset" not in batch:
+            return h0, c0
+        keep = (~batch["reset"].bool()).float().unsqueeze(-1).to(self.device)
+        return carry[0] * keep, carry[1] * keep
+
+    def stream_losses(self, batch: dict, key: str) -> dict[str, torch.Tensor]:
+        """``losses`` from the carried state of stream ``key``, which is then updated."""
+        out = self.losses(batch, self.carried_state(batch, key))
+        self._carry[key] = tuple(s.detach() for s in out["state"])
+        return out
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = self.losses(batch)
+        out = self.stream_losses(batch, "train")
         if not torch.isfinite(out["loss"]):
             z = batch["z"].float()
             raise UserError(f"memory: loss is {out['loss'].item()} at step "
@@ -158,6 +197,15 @@ class MDNRNNModule(pl.LightningModule):
         for k in ("gmm_nll", "reward_loss", "done_loss"):
             self.log(f"memory/{k}", out[k])
         return out["loss"]
+
+    def on_validation_epoch_start(self) -> None:
+        self._carry.pop("val", None)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        out = self.stream_losses(batch, "val")
+        weight = float(batch["mask"][:, 1:].sum())  # episode-weighted means over the split
+        for k in ("loss", "gmm_nll", "reward_loss", "done_loss"):
+            self.log(f"val/{k}", out[k], batch_size=max(1, int(weight)), prog_bar=k == "loss")
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, fused=True)
@@ -221,19 +269,27 @@ def _action_space_of_store(store, cfg) -> dict:
     return space if isinstance(space, dict) else describe_space(space)
 
 
-def _loss_summary(module: MDNRNNModule, loader, max_batches: int = 20) -> dict[str, float]:
-    """Mean losses of ``module`` over up to ``max_batches`` batches (no gradients)."""
+def loss_summary(module: MDNRNNModule, loader, max_batches: int | None = None
+                 ) -> dict[str, float]:
+    """Mean losses of ``module`` over a chunk loader (state carried, no gradients): each
+    loss weighted by the steps it averages over in a batch, so the means are per step of
+    the whole split however it is chunked."""
     sums: dict[str, float] = {}
-    n = 0
+    weights: dict[str, float] = {}
     module.eval()
+    module._carry.pop("summary", None)
     with torch.no_grad():
         for i, batch in enumerate(loader):
-            if i >= max_batches:
+            if max_batches is not None and i >= max_batches:
                 break
-            for k, v in module.losses(batch).items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-            n += 1
-    return {k: v / max(n, 1) for k, v in sums.items()}
+            mask = batch["mask"].bool()
+            steps, targets = float(mask[:, :-1].sum()), float(mask[:, 1:].sum())
+            for k, v in module.stream_losses(batch, "summary").items():
+                if k != "state":
+                    w = targets if k == "gmm_nll" else steps
+                    sums[k] = sums.get(k, 0.0) + float(v) * w
+                    weights[k] = weights.get(k, 0.0) + w
+    return {k: v / max(weights[k], 1.0) for k, v in sums.items()}
 
 
 def build_memory(cfg, latents, action: dict) -> MDNRNNModule:
@@ -258,12 +314,28 @@ def build_memory(cfg, latents, action: dict) -> MDNRNNModule:
     return module
 
 
+def memory_split(store, tc, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Episode numbers ``(train, val)`` M uses: whole episodes within the first
+    ``max_frames`` frames, ``val_fraction`` of them held out (seeded by the run's seed). The
+    fidelity figures are measured on the same held-out episodes."""
+    from jepa_wm.data.datasets import split_episodes
+
+    train, val = split_episodes(store, tc.val_fraction, seed)
+    if tc.max_frames is not None:  # whole episodes within the first max_frames frames
+        within = store.episode_ends <= tc.max_frames
+        train, val = train[within[train]], val[within[val]]
+        if not len(train):
+            train = np.array([0])
+    return train, val
+
+
 def train_memory(cfg, latents_dir: str | Path, out: str | Path,
                  data: str | None = None, config_hash: str = "") -> dict:
-    """The ``train-memory`` stage: fit M on the latent set (resuming from ``last.ckpt``),
-    write ``final.ckpt`` and ``metrics.json``; returns the metrics."""
+    """The ``train-memory`` stage: fit M on the training episodes of the latent set
+    (resuming from ``last.ckpt``), validate on the held-out ones, write ``final.ckpt`` and
+    ``metrics.json``; returns the metrics."""
     from jepa_wm.data import RolloutStore
-    from jepa_wm.data.datasets import WindowDataset
+    from jepa_wm.data.datasets import EpisodeChunks
 
     start = time.time()
     out = Path(out)
@@ -278,36 +350,43 @@ def train_memory(cfg, latents_dir: str | Path, out: str | Path,
         raise UserError(f"{latents.path}: {len(latents.z)} latents but the store has "
                         f"{store.num_frames} frames; re-run encode")
     module = build_memory(cfg, latents, _action_space_of_store(store, cfg))
-    episodes = None
-    if tc.max_frames is not None:  # whole episodes within the first max_frames frames
-        kept = np.flatnonzero(store.episode_ends <= tc.max_frames)
-        episodes = kept.tolist() if len(kept) else [0]
-    dataset = WindowDataset(store, module.hparams.seq_len, source=latents.z,
-                            episodes=episodes)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=tc.batch_size, shuffle=True,
-                                         num_workers=tc.num_workers, drop_last=False)
+    train_eps, val_eps = memory_split(store, tc, cfg.seed)
+    seq_len = module.hparams.seq_len
+
+    def chunks(episodes, shuffle: bool) -> EpisodeChunks:
+        return EpisodeChunks(store, latents, seq_len, tc.batch_size, episodes,
+                             shuffle=shuffle, seed=cfg.seed)
+
+    train_loader = torch.utils.data.DataLoader(chunks(train_eps, True), batch_size=None)
+    val_loader = torch.utils.data.DataLoader(chunks(val_eps, False), batch_size=None) \
+        if len(val_eps) else None
     if not module.hparams.untrained:
-        _fit(cfg, module, loader, out)
-    eval_loader = torch.utils.data.DataLoader(dataset, batch_size=tc.batch_size,
-                                              shuffle=False)
-    metrics = {f"final_{k}": v for k, v in _loss_summary(module, eval_loader).items()}
-    metrics.update(untrained=bool(module.hparams.untrained), windows=len(dataset),
+        _fit(cfg, module, train_loader, val_loader, out)
+    metrics = {f"final_{k}": v for k, v in
+               loss_summary(module, chunks(train_eps, False), max_batches=20).items()}
+    if val_loader is not None:
+        metrics.update({f"val_{k}": v for k, v in
+                        loss_summary(module, chunks(val_eps, False)).items()})
+    metrics.update(untrained=bool(module.hparams.untrained),
+                   train_episodes=len(train_eps), val_episodes=len(val_eps),
+                   train_frames=int(store.episode_lengths[train_eps].sum()),
                    wall_time=time.time() - start, hidden_size=module.hparams.hidden_size,
-                   latent_dim=module.latent_dim)
+                   latent_dim=module.latent_dim, resampled_z=latents.sigma is not None)
     save_memory(module.cpu(), out / "final.ckpt",
-                vision_sha256=latents.meta.get("vision_sha256"), config_hash=config_hash)
+                vision_sha256=latents.meta.get("vision_sha256"), config_hash=config_hash,
+                val_episodes=[int(e) for e in val_eps])
     write_json(out / "metrics.json", metrics)
     return metrics
 
 
-def _fit(cfg, module: MDNRNNModule, loader, out: Path) -> None:
+def _fit(cfg, module: MDNRNNModule, loader, val_loader, out: Path) -> None:
     """Lightning fit with ``last.ckpt`` saved as it goes and resumed from when present."""
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from jepa_wm.tracking import lightning_logger
 
     tc = cfg.memory_train
-    steps_per_epoch = max(1, len(loader))
+    steps_per_epoch = max(1, len(loader.dataset))
     checkpoint = ModelCheckpoint(dirpath=out, filename="step{step}", save_last=True,
                                  save_top_k=0, every_n_train_steps=max(1, min(
                                      200, steps_per_epoch)))
@@ -317,9 +396,10 @@ def _fit(cfg, module: MDNRNNModule, loader, out: Path) -> None:
         num_nodes=tc.num_nodes, precision=tc.precision,
         logger=lightning_logger(cfg, "train-memory", out), callbacks=[checkpoint],
         enable_model_summary=False, log_every_n_steps=max(1, min(50, steps_per_epoch)),
-        num_sanity_val_steps=0, enable_progress_bar=True, deterministic=False)
+        num_sanity_val_steps=0, enable_progress_bar=True, deterministic=False,
+        limit_val_batches=1.0 if val_loader is not None else 0)
     last = out / "last.ckpt"
-    trainer.fit(module, loader, ckpt_path=str(last) if last.exists() else None,
+    trainer.fit(module, loader, val_loader, ckpt_path=str(last) if last.exists() else None,
                 weights_only=True)
     if not math.isfinite(float(trainer.callback_metrics.get("train/loss", 0.0))):
         raise UserError("memory: training ended with a non-finite loss")

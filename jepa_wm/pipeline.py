@@ -3,7 +3,7 @@
 Layout (one experiment folder holds every variant and seed)::
 
     RUNS/<experiment>/data/<env>-seed<k>-<data hash>/rollouts/   shared by all variants
-    RUNS/<experiment>/<variant>/seed<k>/{vision,latents,memory,controller,eval}/
+    RUNS/<experiment>/<variant>/seed<k>/{vision,latents,memory,fidelity,controller,eval}/
     RUNS/<experiment>/<variant>/seed<k>/config.yaml              the resolved config
     RUNS/<experiment>/<variant>/seed<k>/pipeline.json            stage fingerprints, times
 
@@ -32,8 +32,8 @@ from jsonargparse import Namespace
 from jepa_wm.config import data_hash, to_dict
 from jepa_wm.io import DONE_FILE, UserError, hash_obj, write_json, write_yaml
 
-STAGE_ORDER = ("collect", "train-vision", "encode", "train-memory", "train-controller",
-               "evaluate")
+STAGE_ORDER = ("collect", "train-vision", "encode", "train-memory", "fidelity",
+               "train-controller", "evaluate")
 # Keys that change how a stage reports, never what it computes.
 NON_SEMANTIC_KEYS = ("config", "debug", "wandb", "sweep", "out", "print_config")
 PIPELINE_FILE = "pipeline.json"
@@ -65,7 +65,7 @@ class RunPaths:
 
 
 STAGE_DIRS = {"train-vision": "vision", "encode": "latents", "train-memory": "memory",
-              "train-controller": "controller", "evaluate": "eval"}
+              "fidelity": "fidelity", "train-controller": "controller", "evaluate": "eval"}
 
 
 def run_paths(cfg: Namespace, runs: str | os.PathLike) -> RunPaths:
@@ -87,10 +87,12 @@ def stage_inputs(paths: RunPaths) -> dict[str, dict[str, Path]]:
         "train-vision": {"data": data},
         "encode": {"vision": vision_ckpt, "data": data},
         "train-memory": {"latents": latents, "data": data},
+        "fidelity": {"memory": memory_ckpt, "latents": latents, "data": data},
         "train-controller": {"vision": vision_ckpt, "memory": memory_ckpt,
                              "latents": latents, "data": data},
         "evaluate": {"vision": vision_ckpt, "memory": memory_ckpt, "controller": controller,
-                     "latents": latents, "data": data},
+                     "latents": latents, "data": data,
+                     "fidelity": paths.stage_dir("fidelity") / "fidelity.json"},
     }
 
 
@@ -100,8 +102,10 @@ UPSTREAM = {
     "train-vision": ("collect",),
     "encode": ("collect", "train-vision"),
     "train-memory": ("collect", "encode"),
+    "fidelity": ("collect", "encode", "train-memory"),
     "train-controller": ("collect", "train-vision", "encode", "train-memory"),
-    "evaluate": ("collect", "train-vision", "encode", "train-memory", "train-controller"),
+    "evaluate": ("collect", "train-vision", "encode", "train-memory", "fidelity",
+                 "train-controller"),
 }
 
 
@@ -238,25 +242,31 @@ def _run_stage(stage: str, cfg: Namespace, paths: RunPaths, record: dict) -> str
     return "ran" if ran else "skipped"
 
 
-def run(cfg: Namespace, runs: str | os.PathLike) -> dict[str, str]:
-    """Run every stage of the resolved ``cfg`` under ``runs``; return stage -> ran|skipped.
+def run(cfg: Namespace, runs: str | os.PathLike, until: str | None = None) -> dict[str, str]:
+    """Run every stage of the resolved ``cfg`` under ``runs`` (up to and including
+    ``until``, e.g. ``fidelity`` to judge a dream before CMA-ES is spent on it); return
+    stage -> ran|skipped.
 
     Stages are called in process through their ``main(cfg)``, each with its own parser's
     view of the config. The cell folder is locked so two launches of one cell take turns.
     """
+    if until is not None and until not in STAGE_ORDER:
+        raise UserError(f"run --until {until!r}: not a stage; accepted: "
+                        f"{', '.join(STAGE_ORDER)}")
+    stages = STAGE_ORDER[:STAGE_ORDER.index(until) + 1] if until else STAGE_ORDER
     paths = run_paths(cfg, runs)
     paths.cell.mkdir(parents=True, exist_ok=True)
     with file_lock(paths.cell / ".lock"):
         save_config(cfg, paths)
         record = read_record(paths)
         status = {}
-        for stage in STAGE_ORDER:
+        for stage in stages:
             status[stage] = _run_stage(stage, cfg, paths, record)
             write_json(paths.cell / PIPELINE_FILE, {
                 "stages": record, "experiment": cfg.experiment, "variant": cfg.variant,
                 "seed": cfg.seed, "data_hash": data_hash(cfg), "store": str(paths.store)})
         failed = paths.cell / FAILED_FILE
-        if failed.exists():  # an earlier failure of this cell is now fixed
+        if failed.exists() and until is None:  # an earlier failure of this cell is now fixed
             failed.unlink()
     ran = [s for s, v in status.items() if v == "ran"]
     print(f"run: {cfg.variant} seed {cfg.seed}: ran {', '.join(ran) or 'nothing'}; "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -26,3 +27,21 @@ def doom_store(tmp_path_factory) -> Path:
     collect("VizdoomTakeCover-v1", out, episodes=DOOM_STORE_EPISODES, seed=DOOM_STORE_SEED,
             workers=1, image_size=64, episodes_per_shard=2, progress=False)
     return out
+
+
+def write_test_latents(store, out: Path, sigma: bool, seed: int = 0):
+    """A ``LatentSet`` of z ``(N, 4)`` for every frame of the ``RolloutStore`` ``store``,
+    written to ``out``: a smooth function of the frame index (so M has something to
+    predict), with a posterior sigma when asked (dim 3 as wide as the prior)."""
+    from jepa_wm.data.latents import LatentSet, write_latents
+
+    n = store.num_frames
+    rng = np.random.default_rng(seed)
+    z = np.sin(np.arange(n)[:, None] / np.array([5.0, 11.0, 17.0, 29.0])).astype(np.float32)
+    z += 0.05 * rng.standard_normal(z.shape).astype(np.float32)
+    s = np.full_like(z, 0.2)
+    s[:, 3] = 1.0  # an uninformative dim: its posterior is as wide as the prior
+    batches = [(z[i:i + 500], s[i:i + 500]) if sigma else z[i:i + 500]
+               for i in range(0, n, 500)]
+    write_latents(out, n, 4, batches, meta={"vision_sha256": "test", "store": str(store.root)})
+    return LatentSet(out)

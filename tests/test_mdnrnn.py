@@ -3,6 +3,8 @@ tau = 1, the cell-level step against the LSTM, the checkpoint round trip."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import distributions as dist
@@ -100,8 +102,10 @@ def test_module_losses_and_checkpoint_round_trip(tmp_path):
              "r": torch.ones(3, 9), "done": torch.zeros(3, 9),
              "mask": torch.ones(3, 9, dtype=torch.bool)}
     losses = module.losses(batch)
-    assert set(losses) == {"loss", "gmm_nll", "reward_loss", "done_loss"}
-    assert all(torch.isfinite(v) for v in losses.values())
+    assert set(losses) == {"loss", "gmm_nll", "reward_loss", "done_loss", "state"}
+    assert all(torch.isfinite(losses[k]) for k in ("loss", "gmm_nll", "reward_loss",
+                                                   "done_loss"))
+    assert losses["state"][0].shape == (3, 16)
     save_memory(module, tmp_path / "final.ckpt")
     loaded = load_memory(tmp_path / "final.ckpt")
     assert loaded.latent_mean[0] == 2.0 and loaded.action == DISCRETE
@@ -113,3 +117,34 @@ def test_loading_another_kind_of_checkpoint_names_the_file(tmp_path):
     torch.save({"state_dict": {}, "hyper_parameters": {}}, path)
     with pytest.raises(UserError, match="vision.ckpt.*not an M checkpoint"):
         load_memory(path)
+
+
+def test_hazard_undoes_the_class_weight():
+    """A weight w on deaths moves the optimal logit by log w; hazard takes it back out, so
+    a weighted head and an unweighted one give the dream the same death rate."""
+    logits = torch.linspace(-8, 3, 12)
+    plain = MDNRNNModule(latent_dim=2, action=DISCRETE, hidden_size=4)
+    weighted = MDNRNNModule(latent_dim=2, action=DISCRETE, hidden_size=4, done_pos_weight=10.0)
+    torch.testing.assert_close(plain.hazard(logits), torch.sigmoid(logits))
+    torch.testing.assert_close(weighted.hazard(logits + math.log(10.0)), torch.sigmoid(logits))
+    # the optimum of the weighted BCE for a true rate p is the logit of w p / (w p + 1 - p)
+    p = 0.01
+    opt = torch.tensor(math.log(10 * p / (1 - p)))
+    torch.testing.assert_close(weighted.hazard(opt), torch.tensor(p))
+
+
+def test_packed_forward_matches_each_row_run_alone():
+    """Rows shorter than the batch are computed only up to their length: the outputs there
+    and the final state equal running each row alone."""
+    torch.manual_seed(0)
+    net = MDNRNN(latent_dim=4, action_dim=3, hidden_size=8, num_mixtures=2)
+    z, a = torch.randn(3, 7, 4), torch.randn(3, 7, 3)
+    lengths = torch.tensor([7, 3, 5])
+    state = (torch.randn(3, 8), torch.randn(3, 8))
+    pred, (h, c) = net(z, a, state, lengths)
+    for b, n in enumerate(lengths.tolist()):
+        alone, (hb, cb) = net(z[b:b + 1, :n], a[b:b + 1, :n], (state[0][b:b + 1],
+                                                               state[1][b:b + 1]))
+        torch.testing.assert_close(pred.mu[b, :n], alone.mu[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(h[b], hb[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(c[b], cb[0], atol=1e-5, rtol=1e-5)

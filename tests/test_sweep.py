@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -124,7 +125,15 @@ def test_smoke_sweep_end_to_end_writes_the_report(smoke_runs):
             results = json.loads((exp / variant / f"seed{seed}" / "eval" /
                                   "results.json").read_text())
             assert results["variant"] == variant and results["seed"] == seed
+            fidelity = results["fidelity"]  # the dream judged on held-out episodes
+            for key in ("death_sum_per_episode", "policy_survival_dream",
+                        "policy_survival_real", "policy_survival_ratio", "open_loop_mse_10"):
+                assert math.isfinite(fidelity[key]), key
+            assert fidelity["policy_survival_ratio"] == pytest.approx(
+                fidelity["policy_survival_dream"] / fidelity["policy_survival_real"])
+        assert float(rows[variant]["fidelity_policy_survival_ratio"]) > 0
     md = (exp / "report" / "results.md").read_text()
+    assert "## Dream fidelity" in md and "policy survival: dream" in md
     assert "| vae | 2 |" in md and "Budget per run" in md
     assert (exp / "report" / "scores.png").exists()
     for variant in rows:  # one dream beside its real episode per variant

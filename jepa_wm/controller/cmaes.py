@@ -44,9 +44,10 @@ def check_config(cc) -> None:
 
 def make_dream(cc, memory, latents, store, tau: float | None = None) -> Dream:
     """The dream C trains in (``controller_train`` settings; ``tau`` overrides its τ)."""
-    starts = dream_starts(latents, memory, cc.start, store)
+    starts, sigma = dream_starts(latents, memory, cc.start, store)
     return Dream(memory, starts, tau=cc.tau if tau is None else tau, done=cc.done,
-                 reward=cc.reward, max_steps=cc.max_steps)
+                 reward=cc.reward, max_steps=cc.max_steps, start_sigma=sigma,
+                 done_threshold=cc.done_threshold)
 
 
 def generation_seed(seed: int, generation: int, salt: int = 0) -> int:

@@ -53,7 +53,8 @@ def stage_wall_times(run_dir: Path, store_dir: Path | None = None) -> dict[str, 
     """Wall time of every finished stage of this run, from its ``DONE.json`` or
     ``metrics.json`` (the first of ``WALL_TIME_KEYS`` present), where recorded."""
     folders = {"vision": run_dir / "vision", "encode": run_dir / "latents",
-               "memory": run_dir / "memory", "controller": run_dir / "controller"}
+               "memory": run_dir / "memory", "fidelity": run_dir / "fidelity",
+               "controller": run_dir / "controller"}
     if store_dir is not None:
         folders = {"collect": store_dir, **folders}
     times = {}

@@ -1,6 +1,7 @@
 """Controllers in the real env: gymnasium vector envs across cores with V encoding each
 frame and M's memory ``h`` in the loop, exactly as C sees the dream (``[z, h]`` with z
-standardised by M's latent mean/std).
+standardised by M's latent mean/std). A V with a posterior gives ``z = mu + sigma * eps``,
+as Ha's doomreal does and as M was trained and dreams.
 
 Episodes are jobs (a parameter vector and a seed each) handed to whichever env is free, so
 every job is played exactly once, whatever the order in which they end.
@@ -51,8 +52,12 @@ def play_real(cfg, vision, memory, population: ControllerPopulation, owners: np.
     try:
         obs, _ = envs.reset(seed=[int(seeds[j]) for j in job])
         h, c = torch.zeros(W, H), torch.zeros(W, H)
+        noise = torch.Generator().manual_seed(int(seeds[0]))
         while (job >= 0).any():
-            z = memory.standardise(vision.encode(torch.from_numpy(np.asarray(obs))).float())
+            z, sigma = vision.encode_dist(torch.from_numpy(np.asarray(obs)))
+            if sigma is not None:
+                z = z + sigma * torch.randn(z.shape, generator=noise)
+            z = memory.standardise(z.float())
             x = torch.cat([z, h, c] if include_cell else [z, h], dim=-1)
             owner = torch.as_tensor(owners[np.maximum(job, 0)], dtype=torch.long)
             env_action, vec = population(x, owner)

@@ -2,6 +2,7 @@
 
 All views index the store's memory maps on demand (nothing is preloaded) and can be
 restricted to a subset of episodes (``split_episodes`` makes a train/validation split).
+``EpisodeChunks`` serves M: whole episodes in chunks, for training with the state carried.
 Actions come out as float vectors (``jepa_wm.envs.action_to_vector``: one-hot for
 Discrete), the form the nets consume.
 """
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset
 
 from jepa_wm.data.store import RolloutStore
 from jepa_wm.envs import action_to_vector
@@ -172,3 +173,103 @@ class WindowDataset(Dataset):
             arr[~mask] = 0
         return {key: torch.from_numpy(x), "a": torch.from_numpy(a), "r": torch.from_numpy(r),
                 "done": torch.from_numpy(done), "mask": torch.from_numpy(mask)}
+
+
+class EpisodeChunks(IterableDataset):
+    """Whole episodes for M, cut into chunks of ``seq_len`` steps with the LSTM state
+    carried from chunk to chunk (truncated BPTT), the way the dream uses M: every episode
+    is seen from a zero state at its first frame to its last step.
+
+    Each item is one batch of ``batch_size`` lanes. A lane plays one episode after another
+    (episodes shuffled per epoch); each batch gives each lane its next ``seq_len + 1``
+    steps (the last step overlaps the next chunk's first, as the targets of ``[:-1]`` are
+    ``[1:]``):
+
+    - ``z`` float32 ``(B, L, D)``: latents; for a set with a posterior (``sigma.npy``),
+      ``mu + sigma * eps`` drawn afresh for every batch;
+    - ``a`` float32 ``(B, L, A)``, ``r`` ``(B, L)``, ``done`` ``(B, L)`` (termination, not
+      the time limit), ``mask`` bool ``(B, L)``: as ``WindowDataset``;
+    - ``reset`` bool ``(B,)``: the chunk starts an episode (the lane's state is zeroed);
+      lanes with no episode left in the epoch are all-masked with ``reset`` True.
+
+    Args:
+        store: A ``RolloutStore``.
+        latents: A ``LatentSet`` aligned with ``store``.
+        seq_len: Steps per chunk (the gradient horizon; the state horizon is the episode).
+        batch_size: Lanes per batch.
+        episodes: Episode numbers to use (None = all).
+        shuffle: Shuffle the episode order each epoch (off for validation).
+        seed: Seed of the episode order and the z noise (epoch ``k`` uses ``(seed, k)``).
+    """
+
+    def __init__(self, store: RolloutStore, latents, seq_len: int, batch_size: int,
+                 episodes: Sequence[int] | None = None, shuffle: bool = True, seed: int = 0):
+        if seq_len < 1 or batch_size < 1:
+            raise UserError(f"seq_len {seq_len}, batch_size {batch_size}: must be >= 1")
+        if len(latents.z) != store.num_frames:
+            raise UserError(f"{latents.path}: {len(latents.z)} latents for a store of "
+                            f"{store.num_frames} frames; encode again")
+        self.store, self.latents = store, latents
+        self.seq_len, self.batch_size = seq_len, batch_size
+        self.episodes = _episodes(store, episodes)
+        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        lengths = store.episode_lengths[self.episodes]
+        #: batches in one epoch (lanes take episodes greedily, shortest queue first)
+        self.num_batches = _lane_batches(np.ceil(lengths / seq_len).astype(int), batch_size)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def _order(self, rng: np.random.Generator) -> np.ndarray:
+        return rng.permutation(self.episodes) if self.shuffle else self.episodes
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        queue = list(self._order(rng))[::-1]
+        B, S = self.batch_size, self.seq_len
+        lane_ep, lane_pos = np.full(B, -1), np.zeros(B, np.int64)
+        starts, ends = self.store.episode_starts, self.store.episode_ends
+        while True:
+            reset = np.zeros(B, bool)
+            for b in range(B):  # a lane whose episode is used up takes the next one
+                if lane_ep[b] < 0 or starts[lane_ep[b]] + lane_pos[b] >= ends[lane_ep[b]]:
+                    lane_ep[b] = queue.pop() if queue else -1
+                    lane_pos[b], reset[b] = 0, True
+            if (lane_ep < 0).all():
+                return
+            live = lane_ep >= 0
+            first = np.where(live, starts[np.maximum(lane_ep, 0)] + lane_pos, 0)
+            end = np.where(live, ends[np.maximum(lane_ep, 0)], 0)
+            idx = first[:, None] + np.arange(S + 1)
+            mask = idx < end[:, None]
+            idx = np.where(mask, idx, np.maximum(end - 1, 0)[:, None])
+            yield self._batch(idx, mask, reset, rng)
+            lane_pos += S
+
+    def _batch(self, idx: np.ndarray, mask: np.ndarray, reset: np.ndarray,
+               rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        flat = idx.ravel()
+        z = self.latents.sample(flat, rng).reshape(*idx.shape, -1)
+        a = action_to_vector(self.store.action_space, self.store.actions(flat))
+        a = a.reshape(*idx.shape, -1)
+        r = self.store.rewards(flat).astype(np.float32).reshape(idx.shape)
+        done = self.store.terminated(flat).astype(np.float32).reshape(idx.shape)
+        for arr in (z, a, r, done):
+            arr[~mask] = 0
+        return {"z": torch.from_numpy(z), "a": torch.from_numpy(a), "r": torch.from_numpy(r),
+                "done": torch.from_numpy(done), "mask": torch.from_numpy(mask),
+                "reset": torch.from_numpy(reset)}
+
+
+def _lane_batches(chunks: np.ndarray, lanes: int) -> int:
+    """Batches needed when ``lanes`` lanes take episodes of ``chunks`` chunks each in order,
+    each free lane taking the next (so the epoch lasts as long as the busiest lane)."""
+    import heapq
+
+    if not len(chunks):
+        return 0
+    load = [0] * min(lanes, len(chunks))
+    for c in chunks:
+        heapq.heapreplace(load, load[0] + int(c))
+    return max(load)

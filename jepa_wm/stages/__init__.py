@@ -14,6 +14,7 @@ STAGES = {
     "train-vision": "Train a vision model V (VAE, JEPA or random) on a rollout store.",
     "encode": "Encode every stored frame with a trained V into a latent set.",
     "train-memory": "Train the MDN-RNN M on a latent set.",
+    "fidelity": "Measure how faithful M's dream is on held-out episodes (before CMA-ES).",
     "train-controller": "Train the linear controller C with CMA-ES in the dream or the real env.",
     "evaluate": "Evaluate C in the real env and in the dream; write results.json.",
     "run": "Run every stage of one variant and seed, skipping what is done.",

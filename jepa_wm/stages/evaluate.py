@@ -21,6 +21,9 @@ def add_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--data", type=Optional[str], default=None,
                         help="Rollout store of the latents (default: the one their "
                              "meta.json names).")
+    parser.add_argument("--fidelity", type=Optional[str], default=None,
+                        help="fidelity.json of the fidelity stage, copied into results.json "
+                             "(`fidelity`).")
 
 
 def config_hash(cfg: Namespace) -> str:
@@ -28,9 +31,11 @@ def config_hash(cfg: Namespace) -> str:
     from jepa_wm.config import section_hash
     from jepa_wm.io import sha256_file
 
+    fidelity = sha256_file(cfg.fidelity)[:16] if cfg.fidelity and Path(
+        cfg.fidelity).exists() else ""
     return section_hash(cfg, "evaluate", "controller_train", "seed", "env", "image_size",
                         "frame_skip", "max_episode_steps",
-                        upstream=sha256_file(cfg.controller)[:16])
+                        upstream=sha256_file(cfg.controller)[:16] + fidelity)
 
 
 def tau_table(cfg: Namespace, memory, vision, latents, store, out: Path) -> list[dict]:
@@ -63,6 +68,8 @@ def log_results(cfg: Namespace, out: Path, results: dict) -> None:
 
     run = wandb_run(cfg, "evaluate", out)
     try:
+        run.summary.update({f"fidelity/{k}": v for k, v in results.get("fidelity", {}).items()
+                            if isinstance(v, (int, float))})
         run.summary.update({"real/return_mean": results["real_mean"],
                             "real/return_std": results["real_std"],
                             "dream/return_mean": results["dream_mean"],
@@ -117,6 +124,13 @@ def main(cfg: Namespace) -> None:
     run_dir = Path(cfg.controller).resolve().parent.parent
     wall = stage_wall_times(run_dir, latents_store_path(latents, cfg.data))
     wall["evaluate"] = time.time() - start
+    if cfg.fidelity:
+        from jepa_wm.io import read_json
+
+        if not Path(cfg.fidelity).exists():
+            raise UserError(f"{cfg.fidelity}: not found; run `jepa-wm fidelity` first, or "
+                            "leave --fidelity out")
+        results["fidelity"] = read_json(cfg.fidelity)
     results.update(seed=cfg.seed, variant=cfg.variant, experiment=cfg.experiment,
                    env=cfg.env, config_hash=h, controller_fitness=controller.fitness,
                    wall_time=wall)

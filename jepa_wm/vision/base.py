@@ -105,6 +105,13 @@ class VisionModule(pl.LightningModule):
                             "images; expected uint8 (B, 3, H, W)")
         return self.embed(self.to_float(obs.to(self.device)))
 
+    @torch.no_grad()
+    def encode_dist(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``obs`` uint8 ``(B, 3, H, W)`` -> ``(z, sigma)``: the posterior mean and standard
+        deviation, each ``(B, latent_dim)``, for a V that has one (the VAE); ``sigma`` is
+        None for a deterministic V."""
+        return self.encode(obs), None
+
     # -- diagnostics, the same for every V --------------------------------------------------
 
     @staticmethod

@@ -38,11 +38,14 @@ def check_out(out: Path) -> None:
 
 
 def _batches(model: VisionModule, store: RolloutStore, batch_size: int,
-             progress) -> Iterator[np.ndarray]:
+             progress) -> Iterator[np.ndarray | tuple[np.ndarray, np.ndarray]]:
+    """z per batch of frames, or ``(mu, sigma)`` for a V with a posterior."""
     for start in range(0, store.num_frames, batch_size):
         stop = min(start + batch_size, store.num_frames)
         obs = torch.from_numpy(store.frames(slice(start, stop)))
-        yield model.encode(obs).float().cpu().numpy()
+        z, sigma = model.encode_dist(obs)
+        z = z.float().cpu().numpy()
+        yield z if sigma is None else (z, sigma.float().cpu().numpy())
         progress(stop - start)
 
 

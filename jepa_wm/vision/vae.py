@@ -1,7 +1,8 @@
 """Ha & Schmidhuber's ConvVAE (World Models, 2018): pixel reconstruction + KL with free bits.
 
 Loss per image: sum of squared pixel errors + max(KL, kl_tolerance * latent_dim), as in
-the paper's code (``kl_tolerance = 0.5``), averaged over the batch. ``encode`` = the mean.
+the paper's code (``kl_tolerance = 0.5``), averaged over the batch. ``encode`` = the mean;
+``encode_dist`` adds the posterior sigma, which M's training resamples z from.
 """
 
 from __future__ import annotations
@@ -50,6 +51,13 @@ class VAEModule(VisionModule):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.posterior(x)[0]
+
+    @torch.no_grad()
+    def encode_dist(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``obs`` uint8 ``(B, 3, H, W)`` -> posterior ``mu`` and ``sigma`` ``(B, latent_dim)``."""
+        self.encode(obs[:0])  # the same input check as encode
+        mu, logvar = self.posterior(self.to_float(obs.to(self.device)))
+        return mu, torch.exp(0.5 * logvar)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """``z`` ``(B, latent_dim)`` -> frames float ``(B, 3, 64, 64)`` in [0, 1]."""

@@ -1,0 +1,99 @@
+"""``jepa-wm fidelity --config ... --memory CKPT --latents DIR --out DIR``: how faithful M's
+dream is, on the held-out episodes M never trained on, before CMA-ES is spent on it (death
+calibration, the data policy's survival in the dream against the game, open-loop error;
+``jepa_wm.fidelity``). Writes ``fidelity.json`` and prints the headline figures."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+from jsonargparse import ArgumentParser, Namespace
+
+
+def add_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("--memory", type=str, required=True, help="M checkpoint (final.ckpt).")
+    parser.add_argument("--latents", type=str, required=True, help="Latent set of M's V.")
+    parser.add_argument("--out", type=str, required=True, help="Output folder.")
+    parser.add_argument("--data", type=Optional[str], default=None,
+                        help="Rollout store of the latents (default: the one their "
+                             "meta.json names).")
+
+
+def dream_settings(cfg: Namespace) -> dict:
+    """The dream the figures are measured in: C's (τ, deaths) with the game's step limit."""
+    cc = cfg.controller_train
+    return {"tau": cc.tau, "done": cc.done, "done_threshold": cc.done_threshold,
+            "start": cc.start, "max_steps": cfg.max_episode_steps or 2100,
+            "dreams": cfg.evaluate.fidelity_dreams, "max_hold": cfg.max_hold}
+
+
+def config_hash(cfg: Namespace) -> str:
+    """What the figures depend on: the dream settings, the seed and M."""
+    from jepa_wm.io import hash_obj
+    from jepa_wm.stages.train_memory import upstream_hash
+
+    return hash_obj({"dream": dream_settings(cfg), "seed": cfg.seed,
+                     "upstream": upstream_hash(Path(cfg.memory).parent)})
+
+
+def summary_line(f: dict) -> str:
+    return (f"death sum {f['death_sum_per_episode']:.2f}/episode (observed "
+            f"{f['deaths_per_episode']:.2f}), policy survival dream "
+            f"{f['policy_survival_dream']:.0f} vs real {f['policy_survival_real']:.0f} "
+            f"(ratio {f['policy_survival_ratio']:.2f}), open-loop mse@10 "
+            f"{f['open_loop_mse_10']:.3f} vs copy {f['copy_mse_10']:.3f}")
+
+
+def main(cfg: Namespace) -> None:
+    import torch
+
+    from jepa_wm.controller import load_memory_checked, single_thread
+    from jepa_wm.data import RolloutStore
+    from jepa_wm.dream import Dream, dream_starts
+    from jepa_wm.fidelity import measure
+    from jepa_wm.io import UserError, is_done, mark_done, read_json, write_json
+    from jepa_wm.memory import latents_store_path, load_latents
+    from jepa_wm.tracking import wandb_run
+
+    start = time.time()
+    out = Path(cfg.out)
+    h = config_hash(cfg)
+    if is_done(out, h) and (out / "fidelity.json").exists():
+        print(f"fidelity: {out} is complete for this config (hash {h}); nothing to do")
+        return
+    settings = dream_settings(cfg)
+    if settings["dreams"] < 1:
+        raise UserError(f"evaluate.fidelity_dreams: {settings['dreams']}; accepted: >= 1")
+    latents = load_latents(cfg.latents)
+    memory = load_memory_checked(cfg.memory, latents=latents)
+    store = RolloutStore(latents_store_path(latents, cfg.data))
+    ckpt = torch.load(cfg.memory, map_location="cpu", weights_only=True)
+    episodes = ckpt.get("val_episodes")
+    if not episodes:
+        raise UserError(f"{cfg.memory}: M has no held-out episodes (memory_train."
+                        "val_fraction is 0, or M predates the split); retrain M with "
+                        "val_fraction > 0")
+    starts, sigma = dream_starts(latents, memory, settings["start"], store)
+    dream = Dream(memory, starts, tau=settings["tau"], done=settings["done"],
+                  reward="survival", max_steps=settings["max_steps"], start_sigma=sigma,
+                  done_threshold=settings["done_threshold"])
+    with single_thread():
+        figures = measure(memory, dream, latents, store, episodes, settings["max_hold"],
+                          settings["dreams"], seed=cfg.seed)
+    metrics = read_json(Path(cfg.memory).parent / "metrics.json") \
+        if (Path(cfg.memory).parent / "metrics.json").exists() else {}
+    figures.update({k: metrics[k] for k in ("val_gmm_nll", "val_done_loss", "val_reward_loss",
+                                             "final_gmm_nll") if k in metrics})
+    figures["wall_time"] = time.time() - start
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "fidelity.json", figures)
+    run = wandb_run(cfg, "fidelity", out)
+    try:
+        run.summary.update({f"fidelity/{k}": v for k, v in figures.items()
+                            if isinstance(v, (int, float))})
+    finally:
+        run.finish()
+    mark_done(out, h, wall_time=figures["wall_time"])
+    print("fidelity: " + summary_line(figures))

@@ -1,0 +1,136 @@
+"""Dream fidelity figures against cases whose answer is known: a constant hazard p dies
+after 1/p steps on average, a hazard summed over episodes, the data policy's holds, the
+open-loop error against a hand-rolled one; and the ``fidelity`` stage through the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from jepa_wm import fidelity
+from jepa_wm.data import RolloutStore
+from jepa_wm.dream import Dream
+from jepa_wm.memory import MDNRNNModule, save_memory
+from tests.conftest import write_test_latents
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+DISCRETE = {"type": "discrete", "n": 3}
+
+
+def constant_hazard_memory(p: float, latent_dim: int = 4, **kw) -> MDNRNNModule:
+    """An M whose done head ignores its input: the hazard is p at every step."""
+    torch.manual_seed(0)
+    m = MDNRNNModule(latent_dim=latent_dim, action=DISCRETE, hidden_size=8, num_mixtures=2,
+                     **kw)
+    with torch.no_grad():
+        m.net.head.weight[-1].zero_()
+        m.net.head.bias[-1] = math.log(p / (1 - p)) + math.log(m.hparams.done_pos_weight)
+    return m.eval()
+
+
+@pytest.mark.parametrize("weight", [1.0, 10.0])
+def test_constant_hazard_survives_one_over_p_in_the_dream(weight):
+    """Geometric deaths: mean survival 1/p; a class-weighted head does not change it."""
+    p = 0.02
+    memory = constant_hazard_memory(p, done_pos_weight=weight)
+    dream = Dream(memory, torch.zeros(3, 4), tau=1.15, done="sample", reward="survival",
+                  max_steps=2100)
+    real = np.full(50, 1 / p)
+    out = fidelity.policy_survival(dream, real, max_hold=10, n=4000, seed=0)
+    assert out["policy_survival_dream"] == pytest.approx(1 / p, rel=0.05)
+    assert out["policy_survival_ratio"] == pytest.approx(1.0, rel=0.05)
+    assert out["policy_survival_dream_median"] == pytest.approx(math.log(2) / p, rel=0.1)
+
+
+def test_held_random_policy_holds_each_action_one_to_max_hold_steps():
+    box = {"type": "box", "low": [-1.0, 0.0], "high": [1.0, 2.0]}
+    n, steps, max_hold = 64, 400, 10
+    policy = fidelity.held_random_policy(box, max_hold, n, torch.Generator().manual_seed(0))
+    index = torch.arange(n)
+    actions = torch.stack([policy(None, index) for _ in range(steps)], 1)  # (n, steps, 2)
+    assert (actions[..., 0] >= -1).all() and (actions[..., 1] <= 2).all()
+    changes = (actions[:, 1:] != actions[:, :-1]).any(-1)  # a continuous draw never repeats
+    runs = []
+    for row in changes:
+        cuts = torch.nonzero(row).flatten().tolist()
+        runs += np.diff(cuts).tolist()  # whole holds between two changes
+    assert min(runs) >= 1 and max(runs) == max_hold
+    assert np.mean(runs) == pytest.approx((max_hold + 1) / 2, rel=0.05)
+
+
+def test_death_calibration_sums_the_hazard_per_episode():
+    lengths = torch.tensor([4, 2])
+    valid = torch.arange(4)[None] < lengths[:, None]
+    done = torch.tensor([[0, 0, 0, 1], [0, 1, 0, 0]], dtype=torch.float32)
+    hazard = torch.tensor([[0.1, 0.1, 0.2, 0.6], [0.5, 0.5, 0.9, 0.9]]) * valid
+    out = fidelity.death_calibration(hazard, {"valid": valid, "done": done, "lengths": lengths})
+    assert out["death_sum_per_episode"] == pytest.approx((1.0 + 1.0) / 2)
+    assert out["deaths_per_episode"] == 1.0
+    p = np.array([0.1, 0.1, 0.2, 0.6, 0.5, 0.5])
+    y = np.array([0, 0, 0, 1, 0, 1])
+    assert out["brier"] == pytest.approx(np.mean((p - y) ** 2))
+    assert out["hazard_last2"] == pytest.approx(np.mean([0.2, 0.6, 0.5, 0.5]))
+    assert sum(r["steps"] for r in out["reliability"]) == 6
+
+
+def test_open_loop_error_at_horizon_one_is_the_teacher_forced_prediction(doom_store,
+                                                                          tmp_path):
+    store = RolloutStore(doom_store)
+    latents = write_test_latents(store, tmp_path / "z", sigma=False)
+    memory = constant_hazard_memory(0.01)
+    episodes = [0, 2]
+    batch = fidelity.episode_batch(memory, latents, store, episodes)
+    out = fidelity.open_loop_error(memory, batch, horizons=(1, 10))
+    # by hand: from each start t0 (every 50 steps), the mixture mean after step t0
+    errs, copies = [], []
+    for e, L in enumerate(batch["lengths"].tolist()):
+        with torch.no_grad():
+            pred, _ = memory.net(batch["z"][e:e + 1, :L], batch["a"][e:e + 1, :L])
+        mean = fidelity.mixture_mean(pred)[0]
+        for t0 in range(0, L - 1, fidelity.OPEN_LOOP_EVERY):
+            target = batch["z_mean"][e, t0 + 1]
+            errs.append(float(((mean[t0] - target) ** 2).mean()))
+            copies.append(float(((batch["z_mean"][e, t0] - target) ** 2).mean()))
+    assert out["open_loop_starts_1"] == len(errs)
+    assert out["open_loop_mse_1"] == pytest.approx(np.mean(errs), rel=1e-4)
+    assert out["copy_mse_1"] == pytest.approx(np.mean(copies), rel=1e-4)
+    assert out["open_loop_starts_10"] <= out["open_loop_starts_1"]
+
+
+def test_fidelity_stage_writes_the_figures_from_held_out_episodes(doom_store, tmp_path):
+    """The real CLI on a real store: fidelity.json holds the issue's keys, measured on the
+    episodes M's checkpoint holds out; a second call does nothing."""
+    store = RolloutStore(doom_store)
+    write_test_latents(store, tmp_path / "z", sigma=True)
+    memory = constant_hazard_memory(0.005)
+    save_memory(memory, tmp_path / "m" / "final.ckpt", val_episodes=[1, 3])
+    out = tmp_path / "fidelity"
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "jepa_wm.cli", "fidelity", "--config",
+            "configs/experiments/smoke.yaml", "--memory", str(tmp_path / "m" / "final.ckpt"),
+            "--latents", str(tmp_path / "z"), "--out", str(out),
+            "--controller_train.done", "sample", "--evaluate.fidelity_dreams", "256"]
+    run = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=600, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    figures = json.loads((out / "fidelity.json").read_text())
+    real = store.episode_lengths[[1, 3]]
+    assert figures["policy_survival_real"] == pytest.approx(real.mean())
+    assert figures["policy_survival_dream"] == pytest.approx(1 / 0.005, rel=0.15)
+    assert figures["policy_survival_ratio"] == pytest.approx(
+        figures["policy_survival_dream"] / real.mean())
+    assert figures["death_sum_per_episode"] == pytest.approx(0.005 * real.mean(), rel=1e-3)
+    assert figures["episodes"] == 2 and figures["deaths_per_episode"] == 1.0
+    assert "death sum" in run.stdout
+    again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=600, check=False)
+    assert again.returncode == 0 and "nothing to do" in again.stdout

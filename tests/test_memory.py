@@ -1,0 +1,108 @@
+"""M trained the way the dream uses it, on a real VizDoom store: whole episodes in chunks
+with the state carried (the same numbers as one pass over each episode), z resampled from
+the posterior every batch, a held-out split M never trains on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from jepa_wm.data import RolloutStore
+from jepa_wm.data.datasets import EpisodeChunks
+from jepa_wm.memory import MDNRNNModule, loss_summary
+from tests.conftest import write_test_latents
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+DISCRETE = {"type": "discrete", "n": 3}
+D = 4  # the size of conftest.write_test_latents' z
+
+
+def test_chunks_play_every_step_of_every_episode_once_in_order(doom_store, tmp_path):
+    store = RolloutStore(doom_store)
+    latents = write_test_latents(store, tmp_path / "z", sigma=False)
+    chunks = EpisodeChunks(store, latents, seq_len=64, batch_size=3, shuffle=True, seed=1)
+    seen = {e: [] for e in range(store.num_episodes)}
+    batches = list(chunks)
+    assert len(batches) == len(chunks)
+    lane_episode = [None] * 3
+    for batch in batches:
+        for b in range(3):
+            steps = batch["z"][b][batch["mask"][b]][:-1 if batch["mask"][b].all() else None]
+            if not len(steps):
+                continue
+            first = int(np.flatnonzero((latents.z == steps[0].numpy()).all(1))[0])
+            e = int(store.episode_of(first))
+            if batch["reset"][b]:  # a new episode starts at its first frame
+                assert first == store.episode_starts[e] and not seen[e]
+                lane_episode[b] = e
+            assert e == lane_episode[b]  # otherwise the lane carries on with its episode
+            seen[e].extend(range(first, first + len(steps)))
+    for e in range(store.num_episodes):  # each input step exactly once, in order
+        assert seen[e] == list(range(store.episode_starts[e], store.episode_ends[e]))
+
+
+def test_carried_chunks_give_the_losses_of_whole_episodes(doom_store, tmp_path):
+    """Truncated BPTT only cuts gradients: with the state carried, the losses over short
+    chunks equal one pass over each episode from a zero state."""
+    store = RolloutStore(doom_store)
+    latents = write_test_latents(store, tmp_path / "z", sigma=False)
+    torch.manual_seed(0)
+    module = MDNRNNModule(latent_dim=D, action=DISCRETE, hidden_size=16, num_mixtures=3)
+    longest = int(store.episode_lengths.max())
+    whole = loss_summary(module, EpisodeChunks(store, latents, longest, 2, shuffle=False))
+    short = loss_summary(module, EpisodeChunks(store, latents, 37, 3, shuffle=False))
+    for k in ("gmm_nll", "reward_loss", "done_loss"):
+        assert short[k] == pytest.approx(whole[k], rel=1e-4), k
+    # and dropping the carry (every chunk from a zero state) changes them
+    module._carry.clear()
+    chunks = EpisodeChunks(store, latents, 37, 3, shuffle=False)
+    forgetful = [module.losses(b)["gmm_nll"].item() for b in chunks]
+    assert np.mean(forgetful) != pytest.approx(short["gmm_nll"], rel=1e-3)
+
+
+def test_posterior_latents_are_resampled_every_batch(doom_store, tmp_path):
+    store = RolloutStore(doom_store)
+    latents = write_test_latents(store, tmp_path / "z", sigma=True)
+    assert latents.sigma is not None
+    # M's scale is the spread of the sampled z: var(mu) + E[sigma^2], per dim
+    mu = np.asarray(latents.z, np.float64)
+    expected = np.sqrt(mu.var(0) + np.mean(np.asarray(latents.sigma, np.float64) ** 2, 0))
+    np.testing.assert_allclose(latents.std, expected, rtol=1e-4)
+    chunks = EpisodeChunks(store, latents, seq_len=2000, batch_size=4, shuffle=False)
+    first, second = next(iter(chunks)), next(iter(chunks))  # two epochs, same frames
+    mask = first["mask"]
+    assert torch.equal(mask, second["mask"])
+    assert not torch.equal(first["z"][mask], second["z"][mask])
+    noise = (first["z"][mask] - second["z"][mask]) / np.sqrt(2)  # ~ sigma per dim
+    np.testing.assert_allclose(noise.std(0).numpy(), [0.2, 0.2, 0.2, 1.0], rtol=0.1)
+
+
+def test_train_memory_holds_out_episodes_and_reports_their_losses(doom_store, tmp_path):
+    """The real CLI: M's checkpoint names its held-out episodes, metrics.json has their
+    losses, and the training episodes are the rest."""
+    store = RolloutStore(doom_store)
+    write_test_latents(store, tmp_path / "z", sigma=True)
+    out = tmp_path / "memory"
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "jepa_wm.cli", "train-memory", "--config",
+         "configs/experiments/smoke.yaml", "--latents", str(tmp_path / "z"), "--out", str(out),
+         "--memory_train.val_fraction", "0.5"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    import json
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    ckpt = torch.load(out / "final.ckpt", weights_only=True)
+    assert metrics["val_episodes"] == 2 and metrics["train_episodes"] == 2
+    assert len(ckpt["val_episodes"]) == 2 and metrics["resampled_z"] is True
+    assert np.isfinite(metrics["val_gmm_nll"]) and np.isfinite(metrics["val_done_loss"])
+    held = store.episode_lengths[ckpt["val_episodes"]].sum()
+    assert metrics["train_frames"] == store.num_frames - held
