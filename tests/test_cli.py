@@ -21,7 +21,7 @@ def jepa_wm(*args, cwd=ROOT):
 def test_usage_lists_every_stage():
     out = jepa_wm()
     assert out.returncode == 0
-    for stage in ("collect", "inspect", "train-vision", "encode", "train-memory",
+    for stage in ("collect", "inspect", "train-vision", "encode", "train-memory", "fidelity",
                   "train-controller", "evaluate", "run", "sweep", "report"):
         assert stage in out.stdout
 

@@ -1,0 +1,214 @@
+"""The budget ladder (issue 11): which budget makes the dream faithful, and which one makes
+a controller trained only in it win the real game?
+
+    python benchmarks/ladder.py configs/ladder/RUNG.yaml [...] [--seed 0] [--until STAGE]
+    python benchmarks/ladder.py --report           # only rewrite the results file
+
+Each rung is a small delta file over ``configs/experiments/doom_fast.yaml`` (plus the
+variant, the VAE by default) that names its own ``experiment`` (``ladder_<rung>``), and
+runs through the real CLI, ``jepa-wm run``, into its own folder ``RUNS/<experiment>``, so
+no rung can return another's result. A rung whose data (or
+V) is the same as an earlier rung's is given that rung's rollout store (and V and latents)
+as symlinks: their bytes are the same by construction (seeded), and their recorded wall
+times are the ones they cost when made. ``--until fidelity`` stops before CMA-ES: the
+fidelity figures are the cheap signal.
+
+Writes ``benchmarks/results/transfer_ladder.md``: per rung the budget, the wall time per
+stage, the fidelity figures, and the dream and real scores, beside the baselines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+from common import cpu_name, loadavg  # benchmarks/common.py (scripts run from their folder)
+
+from jepa_wm.config import data_hash
+from jepa_wm.pipeline import resolve, run_paths
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+EXPERIMENT = ROOT / "configs" / "experiments" / "doom_fast.yaml"
+VAE = ROOT / "configs" / "variants" / "vae.yaml"
+STAGES = ("collect", "train-vision", "encode", "train-memory", "fidelity",
+          "train-controller", "evaluate")
+
+
+def rung_config(rung: Path, variant: Path, seed: int, runs: Path):
+    """The resolved config of a rung and its experiment folder ``RUNS/<experiment>``."""
+    cfg = resolve([EXPERIMENT, rung, variant], seed, runs)
+    if cfg.experiment == "doom_fast":
+        raise SystemExit(f"{rung}: give the rung its own `experiment:` (ladder_{rung.stem})")
+    return cfg, run_paths(cfg, runs).root
+
+
+def vision_key(cfg) -> str:
+    """What V's result depends on (data, seed, V's sections), as comparable text."""
+    from jepa_wm.config import to_dict
+
+    return json.dumps([data_hash(cfg), cfg.seed, to_dict(cfg.vision_model),
+                       to_dict(cfg.vision_train)], sort_keys=True, default=str)
+
+
+def share_upstream(cfg, out: Path, runs: Path) -> list[str]:
+    """Symlink an earlier rung's store (same data hash) and V + latents (same V) into this
+    rung's folder ``out`` when it has none of its own yet. Returns what was linked."""
+    paths = run_paths(cfg, runs)
+    linked = []
+    for other in sorted(runs.iterdir()):
+        if other == out or not other.is_dir():
+            continue
+        for store in other.glob(f"data/{paths.store.name}"):
+            if (store / "rollouts" / "DONE.json").exists() and not paths.store.exists():
+                paths.store.parent.mkdir(parents=True, exist_ok=True)
+                paths.store.symlink_to(store.resolve())
+                linked.append(f"store from {other.name}")
+        for cell_cfg in other.glob(f"*/seed{cfg.seed}/config.yaml"):
+            cell = cell_cfg.parent
+            done = all((cell / d / "DONE.json").exists() for d in ("vision", "latents"))
+            if not done or (paths.cell / "vision").exists():
+                continue
+            theirs = resolve([EXPERIMENT, cell_cfg], cfg.seed, runs)
+            if vision_key(theirs) == vision_key(cfg):
+                paths.cell.mkdir(parents=True, exist_ok=True)
+                for d in ("vision", "latents"):
+                    (paths.cell / d).symlink_to((cell / d).resolve())
+                linked.append(f"V and latents from {other.name}")
+    return linked
+
+
+def run_rung(rung: Path, variant: Path, seed: int, runs: Path, until: str | None) -> float:
+    cfg, out = rung_config(rung, variant, seed, runs)
+    out.mkdir(parents=True, exist_ok=True)
+    for what in share_upstream(cfg, out, runs):
+        print(f"ladder: {rung.stem}: shared {what}")
+    command = [sys.executable, "-m", "jepa_wm.cli", "run", "--config", str(EXPERIMENT),
+               "--config", str(rung), "--config", str(variant), "--seed", str(seed),
+               "--out", str(runs)]
+    if until:
+        command += ["--until", until]
+    start = time.perf_counter()
+    with open(runs / f"{cfg.experiment}.log", "a") as log:
+        subprocess.run(command, check=True, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    return time.perf_counter() - start
+
+
+# -- the results file ------------------------------------------------------------------------
+
+
+def _read(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _f(x, digits: int = 1) -> str:
+    return "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else \
+        f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def budget(c: dict) -> str:
+    v, vt = c["vision_model"]["init_args"], c["vision_train"]
+    m, mt, cc = c["memory_model"]["init_args"], c["memory_train"], c["controller_train"]
+    steps = vt["max_steps"] if vt["max_steps"] > 0 else f"{vt['max_epochs']} ep"
+    return (f"{c['episodes']} eps; V z {v.get('latent_dim')}, {steps} x {vt['batch_size']}; "
+            f"M {m['hidden_size']}, seq {m['seq_len']}, {mt['max_epochs']} ep x "
+            f"{mt['batch_size']}, pos_w {m.get('done_pos_weight')}; C {cc['generations']} "
+            f"gen, dreams {cc['max_steps']}, {cc['done']}, tau {cc['tau']}")
+
+
+def rung_rows(runs: Path) -> list[dict]:
+    rows = []
+    for cell_cfg in sorted(runs.glob("*/*/seed*/config.yaml")):
+        cell = cell_cfg.parent
+        config = yaml.safe_load(cell_cfg.read_text())
+        pipe = (_read(cell / "pipeline.json") or {}).get("stages", {})
+        rows.append({"rung": cell.parents[1].name, "variant": cell.parent.name,
+                     "seed": config["seed"], "budget": budget(config),
+                     "wall": {s: (pipe.get(s) or {}).get("wall_time") for s in STAGES},
+                     "fidelity": _read(cell / "fidelity" / "fidelity.json") or {},
+                     "results": _read(cell / "eval" / "results.json") or {}})
+    return rows
+
+
+def write_results(runs: Path, out: Path, note: str) -> str:
+    rows = rung_rows(runs)
+    lines = ["# The budget ladder (issue 11)", "",
+             ("- command: `python benchmarks/ladder.py configs/ladder/RUNG.yaml ...` (each "
+             "rung: `jepa-wm run --config configs/experiments/doom_fast.yaml --config RUNG "
+             "--config configs/variants/vae.yaml --seed S --out runs/ladder`, into "
+             "`runs/ladder/<the rung's experiment>`)"),
+             (f"- written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: "
+             f"{cpu_name()}, {os.cpu_count()} CPUs; {note}"),
+             ("- fidelity: on M's held-out episodes (10% of the store), the data policy played "
+             "in 1024 dreams at the training tau against its real episodes; real: 50 episodes "
+             "on the fixed evaluation seeds (`eval_seeds(seed, 50)`)"),
+             "- baselines on the same seeds (seed 0): `benchmarks/results/baselines_seeds0.md`",
+             "", "## Budgets", "", "| rung | seed | budget |", "|---|---:|---|"]
+    lines += [f"| {r['rung']} | {r['seed']} | {r['budget']} |" for r in rows]
+    lines += ["", "## Dream fidelity and scores", "",
+              ("| rung | Σ p(done)/ep | Brier | survival dream / game (ratio) | open-loop MSE "
+              "@10 / copy | @50 / copy | C dream | C real ± std | real 95% CI |"),
+              "|---|---:|---:|---|---|---|---:|---:|---|"]
+    for r in rows:
+        f, res = r["fidelity"], r["results"]
+        ci = "—"
+        if res.get("real_scores"):
+            from jepa_wm.report import bootstrap_ci
+
+            lo, hi = bootstrap_ci(res["real_scores"])
+            ci = f"[{lo:.0f}, {hi:.0f}]"
+        lines.append(
+            f"| {r['rung']} | {_f(f.get('death_sum_per_episode'), 2)} | "
+            f"{_f(f.get('brier'), 5)} | {_f(f.get('policy_survival_dream'), 0)} / "
+            f"{_f(f.get('policy_survival_real'), 0)} ({_f(f.get('policy_survival_ratio'), 2)})"
+            f" | {_f(f.get('open_loop_mse_10'), 3)} / {_f(f.get('copy_mse_10'), 3)} | "
+            f"{_f(f.get('open_loop_mse_50'), 3)} / {_f(f.get('copy_mse_50'), 3)} | "
+            f"{_f(res.get('dream_mean'), 0)} | {_f(res.get('real_mean'), 1)} ± "
+            f"{_f(res.get('real_std'), 1)} | {ci} |")
+    lines += ["", "## Wall time per stage (s, 2 cores)", "",
+              "| rung | " + " | ".join(STAGES) + " | total min |",
+              "|---|" + "---:|" * (len(STAGES) + 1)]
+    for r in rows:
+        secs = [r["wall"][s] for s in STAGES]
+        total = sum(s for s in secs if isinstance(s, (int, float))) / 60
+        lines.append(f"| {r['rung']} | " + " | ".join(_f(s, 0) for s in secs)
+                     + f" | {total:.1f} |")
+    text = "\n".join(lines) + "\n"
+    out.write_text(text)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rungs", nargs="*", type=Path, help="Rung delta files.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variant", type=Path, default=VAE)
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "ladder")
+    parser.add_argument("--until", default=None, help="Stop every rung after this stage.")
+    parser.add_argument("--report", action="store_true", help="Only rewrite the results.")
+    parser.add_argument("--out", type=Path, default=RESULTS / "transfer_ladder.md")
+    args = parser.parse_args()
+    runs = args.runs.resolve()
+    runs.mkdir(parents=True, exist_ok=True)
+    load = loadavg()
+    if not args.report:
+        for rung in args.rungs:
+            seconds = run_rung(rung.resolve(), args.variant.resolve(), args.seed, runs,
+                               args.until)
+            print(f"ladder: {rung.stem} done in {seconds / 60:.1f} min")
+    print(write_results(runs, args.out, f"load {load} at the start, {loadavg()} at the end"))
+
+
+if __name__ == "__main__":
+    main()
