@@ -150,13 +150,17 @@ class MDNRNNModule(pl.LightningModule):
                ) -> dict[str, torch.Tensor]:
         """A batch of sequences (``z`` ``(B, T+1, D)`` raw latents, ``a``, ``r``, ``done``,
         ``mask`` ``(B, T+1)``) from ``state`` (``(h, c)`` each ``(B, H)``, None = zeros) ->
-        the three scalar losses, their weighted sum and ``state``, the final ``(h, c)``."""
+        the three scalar losses, their weighted sum and ``state``, the final ``(h, c)``.
+
+        Rows that end before T run on through their (zero) padding, unmasked in the state
+        but masked in the losses: such a row is at its episode's end, and its lane starts
+        the next chunk from zero. (Packing the rows instead made the CPU backward ~10x
+        slower: 2-6 s against 0.2 s for 16 x 500 steps, LSTM 256.)"""
         z = self.standardise(batch["z"].float())
         a = action_vectors(batch["a"], self.action)
         mask = batch["mask"].bool()
         step_mask, next_mask = mask[:, :-1].float(), mask[:, 1:].float()
-        lengths = step_mask.sum(1).long().clamp(min=1)
-        pred, state = self.net(z[:, :-1], a[:, :-1], state, lengths)
+        pred, state = self.net(z[:, :-1], a[:, :-1], state)
         nll = gmm_nll(z[:, 1:], pred.logit_pi, pred.mu, pred.log_sigma) / self.latent_dim
         gmm = (nll * next_mask).sum() / next_mask.sum().clamp(min=1)
         reward = (((pred.reward - batch["r"][:, :-1].float()) ** 2) * step_mask).sum() / \

@@ -131,20 +131,3 @@ def test_hazard_undoes_the_class_weight():
     p = 0.01
     opt = torch.tensor(math.log(10 * p / (1 - p)))
     torch.testing.assert_close(weighted.hazard(opt), torch.tensor(p))
-
-
-def test_packed_forward_matches_each_row_run_alone():
-    """Rows shorter than the batch are computed only up to their length: the outputs there
-    and the final state equal running each row alone."""
-    torch.manual_seed(0)
-    net = MDNRNN(latent_dim=4, action_dim=3, hidden_size=8, num_mixtures=2)
-    z, a = torch.randn(3, 7, 4), torch.randn(3, 7, 3)
-    lengths = torch.tensor([7, 3, 5])
-    state = (torch.randn(3, 8), torch.randn(3, 8))
-    pred, (h, c) = net(z, a, state, lengths)
-    for b, n in enumerate(lengths.tolist()):
-        alone, (hb, cb) = net(z[b:b + 1, :n], a[b:b + 1, :n], (state[0][b:b + 1],
-                                                               state[1][b:b + 1]))
-        torch.testing.assert_close(pred.mu[b, :n], alone.mu[0], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(h[b], hb[0], atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(c[b], cb[0], atol=1e-5, rtol=1e-5)

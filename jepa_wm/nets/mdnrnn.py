@@ -78,28 +78,17 @@ class MDNRNN(nn.Module):
         return MDNOutput(logit_pi, mu, log_sigma.clamp(-7.0, 5.0), y[..., -2], y[..., -1])
 
     def forward(self, z: torch.Tensor, a: torch.Tensor,
-                state: tuple[torch.Tensor, torch.Tensor] | None = None,
-                lengths: torch.Tensor | None = None
+                state: tuple[torch.Tensor, torch.Tensor] | None = None
                 ) -> tuple[MDNOutput, tuple[torch.Tensor, torch.Tensor]]:
         """Teacher-forced pass over a sequence.
 
         ``z`` ``(B, T, D)``, ``a`` ``(B, T, A)``, ``state`` ``(h, c)`` each ``(B, H)`` or None
         -> the prediction for ``z_{t+1}``, ``r_t``, ``done_t`` at every t (leading ``(B, T)``)
-        and the final ``(h, c)``. With ``lengths`` ``(B,)`` (each >= 1) only the first
-        ``lengths[b]`` steps of row b are computed (packed; the rest of the output is the
-        head of a zero state) and the final state is the one after row b's last step.
+        and the final ``(h, c)``.
         """
         if state is not None:
             state = (state[0].unsqueeze(0).contiguous(), state[1].unsqueeze(0).contiguous())
-        x = torch.cat([z, a], dim=-1)
-        if lengths is not None and bool((lengths < x.shape[1]).any()):
-            packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True,
-                                                       enforce_sorted=False)
-            out, (h, c) = self.lstm(packed, state)
-            out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True,
-                                                      total_length=x.shape[1])
-        else:
-            out, (h, c) = self.lstm(x, state)
+        out, (h, c) = self.lstm(torch.cat([z, a], dim=-1), state)
         return self.split_head(self.head(out)), (h[0], c[0])
 
     def step(self, z: torch.Tensor, a: torch.Tensor, h: torch.Tensor, c: torch.Tensor
