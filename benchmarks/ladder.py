@@ -8,9 +8,9 @@ Each rung is a small delta file over ``configs/experiments/doom_fast.yaml`` (plu
 variant, the VAE by default) that names its own ``experiment`` (``ladder_<rung>``), and
 runs through the real CLI, ``jepa-wm run``, into its own folder ``RUNS/<experiment>``, so
 no rung can return another's result. A rung whose data (or
-V) is the same as an earlier rung's is given that rung's rollout store (and V and latents)
-as symlinks: their bytes are the same by construction (seeded), and their recorded wall
-times are the ones they cost when made. ``--until fidelity`` stops before CMA-ES: the
+V, or M) is the same as an earlier rung's is given that rung's rollout store (and V, latents)
+(and M) as symlinks: their bytes are the same by construction (seeded), and their
+recorded wall times are the ones they cost when made. ``--until fidelity`` stops before CMA-ES: the
 fidelity figures are the cheap signal.
 
 Writes ``benchmarks/results/transfer_ladder.md``: per rung the budget, the wall time per
@@ -51,17 +51,25 @@ def rung_config(rung: Path, variant: Path, seed: int, runs: Path):
     return cfg, run_paths(cfg, runs).root
 
 
-def vision_key(cfg) -> str:
-    """What V's result depends on (data, seed, V's sections), as comparable text."""
+#: What each shareable stage's folders depend on, as config sections on top of the data
+#: (the rollout store is shared when the data hash alone is equal).
+SHARED = (("vision_model", "vision_train"), ("memory_model", "memory_train"))
+SHARED_DIRS = (("vision", "latents"), ("memory",))
+
+
+def stage_key(cfg, depth: int) -> str:
+    """What the first ``depth`` shareable stage groups depend on, as comparable text."""
     from jepa_wm.config import to_dict
 
-    return json.dumps([data_hash(cfg), cfg.seed, to_dict(cfg.vision_model),
-                       to_dict(cfg.vision_train)], sort_keys=True, default=str)
+    keys = [k for group in SHARED[:depth] for k in group]
+    return json.dumps([data_hash(cfg), cfg.seed, *(to_dict(cfg[k]) for k in keys)],
+                      sort_keys=True, default=str)
 
 
 def share_upstream(cfg, out: Path, runs: Path) -> list[str]:
-    """Symlink an earlier rung's store (same data hash) and V + latents (same V) into this
-    rung's folder ``out`` when it has none of its own yet. Returns what was linked."""
+    """Symlink an earlier rung's store (same data hash), then V + latents (same V), then M
+    (same M too) into this rung's folder ``out`` where it has none of its own yet. Returns
+    what was linked."""
     paths = run_paths(cfg, runs)
     linked = []
     for other in sorted(runs.iterdir()):
@@ -74,15 +82,17 @@ def share_upstream(cfg, out: Path, runs: Path) -> list[str]:
                 linked.append(f"store from {other.name}")
         for cell_cfg in other.glob(f"*/seed{cfg.seed}/config.yaml"):
             cell = cell_cfg.parent
-            done = all((cell / d / "DONE.json").exists() for d in ("vision", "latents"))
-            if not done or (paths.cell / "vision").exists():
-                continue
             theirs = resolve([EXPERIMENT, cell_cfg], cfg.seed, runs)
-            if vision_key(theirs) == vision_key(cfg):
+            for depth, dirs in enumerate(SHARED_DIRS, start=1):
+                done = all((cell / d / "DONE.json").exists() for d in dirs)
+                if not done or stage_key(theirs, depth) != stage_key(cfg, depth):
+                    break
+                if (paths.cell / dirs[0]).exists():
+                    continue
                 paths.cell.mkdir(parents=True, exist_ok=True)
-                for d in ("vision", "latents"):
+                for d in dirs:
                     (paths.cell / d).symlink_to((cell / d).resolve())
-                linked.append(f"V and latents from {other.name}")
+                linked.append(f"{' and '.join(dirs)} from {other.name}")
     return linked
 
 

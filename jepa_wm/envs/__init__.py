@@ -8,6 +8,7 @@ Models paper's 2100 for VizDoom take-cover). The action space is the env's own.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -148,6 +149,10 @@ def make_env(env_id: str, image_size: int = 64, frame_skip: int = 1,
     if env_id.startswith("Vizdoom"):
         import vizdoom
 
+        # VizDoom's engine checks for ./_vizdoom/ and creates it when missing: two env
+        # processes starting together both try, and the second dies ("Failed to create
+        # ./_vizdoom/ directory: File exists"). Creating it first, race-free, avoids that.
+        os.makedirs("_vizdoom", exist_ok=True)
         # the smallest resolution VizDoom renders; no window (the wrapper's default).
         kwargs.setdefault("screen_resolution", vizdoom.ScreenResolution.RES_160X120)
     if limit is not None:
