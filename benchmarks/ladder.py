@@ -4,8 +4,8 @@ a controller trained only in it win the real game?
     python benchmarks/ladder.py configs/ladder/RUNG.yaml [...] [--seed 0] [--until STAGE]
     python benchmarks/ladder.py --report           # only rewrite the results file
 
-Each rung is a small delta file over ``configs/experiments/doom_fast.yaml`` (plus the
-variant, the VAE by default) that names its own ``experiment`` (``ladder_<rung>``), and
+Each rung is a small delta file layered last over ``configs/experiments/doom_fast.yaml``
+and the variant (the VAE by default) that names its own ``experiment`` (``ladder_<rung>``), and
 runs through the real CLI, ``jepa-wm run``, into its own folder ``RUNS/<experiment>``, so
 no rung can return another's result. A rung whose data (or
 V, or M) is the same as an earlier rung's is given that rung's rollout store (and V, latents)
@@ -45,7 +45,7 @@ STAGES = ("collect", "train-vision", "encode", "train-memory", "fidelity",
 
 def rung_config(rung: Path, variant: Path, seed: int, runs: Path):
     """The resolved config of a rung and its experiment folder ``RUNS/<experiment>``."""
-    cfg = resolve([EXPERIMENT, rung, variant], seed, runs)
+    cfg = resolve([EXPERIMENT, variant, rung], seed, runs)  # the rung has the last word
     if cfg.experiment == "doom_fast":
         raise SystemExit(f"{rung}: give the rung its own `experiment:` (ladder_{rung.stem})")
     return cfg, run_paths(cfg, runs).root
@@ -102,7 +102,7 @@ def run_rung(rung: Path, variant: Path, seed: int, runs: Path, until: str | None
     for what in share_upstream(cfg, out, runs):
         print(f"ladder: {rung.stem}: shared {what}")
     command = [sys.executable, "-m", "jepa_wm.cli", "run", "--config", str(EXPERIMENT),
-               "--config", str(rung), "--config", str(variant), "--seed", str(seed),
+               "--config", str(variant), "--config", str(rung), "--seed", str(seed),
                "--out", str(runs)]
     if until:
         command += ["--until", until]
@@ -137,15 +137,28 @@ def budget(c: dict) -> str:
             f"gen, dreams {cc['max_steps']}, {cc['done']}, tau {cc['tau']}")
 
 
+def stage_walls(cell: Path) -> dict[str, float | None]:
+    """Seconds per stage of a cell; a stage shared from another rung (a symlinked folder)
+    counts what it cost in the rung that made it."""
+    from jepa_wm.pipeline import STAGE_DIRS
+
+    pipe = (_read(cell / "pipeline.json") or {}).get("stages", {})
+    walls = {s: (pipe.get(s) or {}).get("wall_time") for s in STAGES}
+    for stage, folder in STAGE_DIRS.items():
+        if (cell / folder).is_symlink():
+            source = (_read((cell / folder).resolve().parent / "pipeline.json") or {})
+            walls[stage] = (source.get("stages", {}).get(stage) or {}).get("wall_time")
+    return walls
+
+
 def rung_rows(runs: Path) -> list[dict]:
     rows = []
     for cell_cfg in sorted(runs.glob("*/*/seed*/config.yaml")):
         cell = cell_cfg.parent
         config = yaml.safe_load(cell_cfg.read_text())
-        pipe = (_read(cell / "pipeline.json") or {}).get("stages", {})
         rows.append({"rung": cell.parents[1].name, "variant": cell.parent.name,
                      "seed": config["seed"], "budget": budget(config),
-                     "wall": {s: (pipe.get(s) or {}).get("wall_time") for s in STAGES},
+                     "wall": stage_walls(cell),
                      "fidelity": _read(cell / "fidelity" / "fidelity.json") or {},
                      "results": _read(cell / "eval" / "results.json") or {}})
     return rows
@@ -155,8 +168,8 @@ def write_results(runs: Path, out: Path, note: str) -> str:
     rows = rung_rows(runs)
     lines = ["# The budget ladder (issue 11)", "",
              ("- command: `python benchmarks/ladder.py configs/ladder/RUNG.yaml ...` (each "
-             "rung: `jepa-wm run --config configs/experiments/doom_fast.yaml --config RUNG "
-             "--config configs/variants/vae.yaml --seed S --out runs/ladder`, into "
+             "rung: `jepa-wm run --config configs/experiments/doom_fast.yaml --config "
+             "configs/variants/vae.yaml --config RUNG --seed S --out runs/ladder`, into "
              "`runs/ladder/<the rung's experiment>`)"),
              (f"- written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: "
              f"{cpu_name()}, {os.cpu_count()} CPUs; {note}"),
@@ -187,6 +200,9 @@ def write_results(runs: Path, out: Path, note: str) -> str:
             f"{_f(res.get('dream_mean'), 0)} | {_f(res.get('real_mean'), 1)} ± "
             f"{_f(res.get('real_std'), 1)} | {ci} |")
     lines += ["", "## Wall time per stage (s, 2 cores)", "",
+              ("A stage shared from an earlier rung counts what it cost there. Rungs ran side "
+              "by side on the 2 cores (the load above), so most stages are slower than on an "
+              "idle machine."), "",
               "| rung | " + " | ".join(STAGES) + " | total min |",
               "|---|" + "---:|" * (len(STAGES) + 1)]
     for r in rows:
