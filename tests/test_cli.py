@@ -66,3 +66,15 @@ def test_every_config_file_is_valid_yaml_with_a_header_comment(path):
     text = path.read_text()
     assert text.startswith("#"), f"{path.name}: start with a comment saying what it is for"
     assert isinstance(yaml.safe_load(text), dict)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "ladder").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_ladder_rung_parses_over_doom_fast_with_its_own_experiment(path):
+    """A rung is layered last over doom_fast and the VAE (benchmarks/ladder.py); an unknown
+    key fails here, and its own experiment name keeps its runs apart from every other's."""
+    from jepa_wm.pipeline import resolve
+
+    cfg = resolve([ROOT / "configs/experiments/doom_fast.yaml",
+                   ROOT / "configs/variants/vae.yaml", path], 0, "runs")
+    assert cfg.experiment == f"ladder_{path.stem}"
