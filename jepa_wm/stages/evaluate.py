@@ -108,6 +108,9 @@ def main(cfg: Namespace) -> None:
     from jepa_wm.io import UserError
 
     check_config(cfg.controller_train)
+    if cfg.fidelity and not Path(cfg.fidelity).exists():  # before any episode is played
+        raise UserError(f"{cfg.fidelity}: not found; run `jepa-wm fidelity` first, or leave "
+                        "--fidelity out")
     for tau in cfg.evaluate.taus:
         if not tau > 0:
             raise UserError(f"evaluate.taus: {tau}; accepted: temperatures > 0")
@@ -127,9 +130,6 @@ def main(cfg: Namespace) -> None:
     if cfg.fidelity:
         from jepa_wm.io import read_json
 
-        if not Path(cfg.fidelity).exists():
-            raise UserError(f"{cfg.fidelity}: not found; run `jepa-wm fidelity` first, or "
-                            "leave --fidelity out")
         results["fidelity"] = read_json(cfg.fidelity)
     results.update(seed=cfg.seed, variant=cfg.variant, experiment=cfg.experiment,
                    env=cfg.env, config_hash=h, controller_fitness=controller.fitness,
