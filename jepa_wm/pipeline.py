@@ -298,7 +298,9 @@ def resolve(configs: Sequence[str | os.PathLike], seed: int, out: str | os.PathL
     from jepa_wm.stages import build_parser
 
     args = [a for path in configs for a in ("--config", str(path))]
-    args += [f"--{k}={json.dumps(v)}" for k, v in (overrides or {}).items()]
+    # strings as they are (JSON quotes would end up in a str key's value), the rest as JSON
+    args += [f"--{k}={v if isinstance(v, str) else json.dumps(v)}"
+             for k, v in (overrides or {}).items()]
     args += ["--seed", str(seed), "--out", str(out)]
     if variant is not None:
         args += ["--variant", variant]
