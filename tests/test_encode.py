@@ -75,6 +75,38 @@ def test_stale_latents_are_refused(doom_store, vision_ckpt, tmp_path):
     assert LatentSet(out, vision_ckpt=other).vision_sha256 == sha256_file(other)
 
 
+def test_a_vae_set_holds_the_posterior_and_an_older_set_is_made_again(doom_store, tmp_path):
+    """The VAE's latent set has sigma beside z (M resamples from it); a set that older code
+    wrote (DONE.json without the format in its hash, no sigma) is encoded again, not
+    taken as done."""
+    from jepa_wm.vision import VAEModule
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "vae.ckpt"
+    save_final(VAEModule(latent_dim=8).eval(), ckpt)
+    out = tmp_path / "latents"
+    assert _cli("encode", "--vision", ckpt, "--data", doom_store, "--out", out).returncode == 0
+    latents = LatentSet(out)
+    assert latents.sigma is not None and latents.sigma.shape == latents.z.shape
+    assert (latents.sigma > 0).all()
+    store = RolloutStore(doom_store)
+    model = load_vision(ckpt)
+    mu, sigma = model.encode_dist(torch.from_numpy(store.frames(np.array([0, 5]))))
+    np.testing.assert_allclose(latents.sigma[[0, 5]], sigma.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(latents.z[[0, 5]], mu.numpy(), rtol=1e-4, atol=1e-6)
+    # as the code before sigma.npy stamped it
+    from jepa_wm.io import hash_obj, mark_done
+    from jepa_wm.vision.encode import store_identity
+
+    (out / "sigma.npy").unlink()
+    old = hash_obj({"vision_sha256": sha256_file(ckpt),
+                    "store": store_identity(store)["meta_hash"]})
+    mark_done(out, old)
+    again = _cli("encode", "--vision", ckpt, "--data", doom_store, "--out", out)
+    assert again.returncode == 0 and "skipping" not in again.stdout
+    assert LatentSet(out).sigma is not None
+
+
 def test_encode_refuses_a_checkpoint_that_is_not_a_v(doom_store, tmp_path):
     memory = tmp_path / "memory.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"hidden_size": 64}}, memory)

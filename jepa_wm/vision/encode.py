@@ -18,6 +18,10 @@ from jepa_wm.data.latents import META_FILE, Z_FILE, write_latents
 from jepa_wm.data.store import RolloutStore
 from jepa_wm.vision.base import VisionModule, load_vision
 
+#: Bumped when what encode writes changes (2: the posterior sigma beside z), so a latent set
+#: written by older code is made again instead of being taken as done.
+LATENTS_FORMAT = 2
+
 
 def store_identity(store: RolloutStore) -> dict:
     """What makes a store this store: path, env, frame count and a hash of its meta.json
@@ -68,7 +72,8 @@ def encode_store(vision: str | Path, data: str | Path, out: str | Path,
                            "train-vision")
     vision_sha = io.sha256_file(vision)
     identity = store_identity(store)
-    config_hash = io.hash_obj({"vision_sha256": vision_sha, "store": identity["meta_hash"]})
+    config_hash = io.hash_obj({"vision_sha256": vision_sha, "store": identity["meta_hash"],
+                               "format": LATENTS_FORMAT})
     if io.is_done(out, config_hash) and (out / Z_FILE).exists():
         print(f"encode: {out} is done for this checkpoint and store; skipping")
         return out
