@@ -158,17 +158,25 @@ def policy_survival(dream: Dream, real_lengths: np.ndarray, max_hold: int, n: in
             "policy_dreams": int(n), "policy_real_episodes": len(real)}
 
 
+def open_loop_starts(batch: dict) -> torch.Tensor:
+    """``(E, T)`` bool: the steps open-loop rollouts start from (every ``OPEN_LOOP_EVERY``
+    steps of each episode that have a next step)."""
+    t = torch.arange(batch["z"].shape[1])[None]
+    return (t % OPEN_LOOP_EVERY == 0) & (t < batch["lengths"][:, None] - 1)
+
+
 @torch.no_grad()
-def open_loop_error(memory: MDNRNNModule, batch: dict,
+def open_loop_error(memory: MDNRNNModule, batch: dict, tf: dict | None = None,
                     horizons: Sequence[int] = HORIZONS) -> dict:
     """M's predicted mean z rolled forward on the real actions, against the real (mean) z,
     from a start every ``OPEN_LOOP_EVERY`` steps of each episode (the state there from
-    teacher forcing); and copying the start's z. MSE per dim, standardised units."""
+    teacher forcing: ``tf``, ``teacher_forced``'s output kept at ``open_loop_starts``, is
+    computed when not given); and copying the start's z. MSE per dim, standardised units."""
     lengths, T = batch["lengths"], batch["z"].shape[1]
     H = max(horizons)
-    t = torch.arange(T)[None]
-    starts = (t % OPEN_LOOP_EVERY == 0) & (t < lengths[:, None] - 1)
-    tf = teacher_forced(memory, batch, keep_states_at=starts)
+    starts = open_loop_starts(batch)
+    if tf is None:
+        tf = teacher_forced(memory, batch, keep_states_at=starts)
     # the state after step t0 has seen z_t0 and a_t0: the prediction is for z_{t0+1}
     ep, t0 = torch.nonzero(starts, as_tuple=True)  # row-major, the order states were kept
     order = torch.argsort(t0 * len(lengths) + ep)  # teacher_forced kept them time-major
@@ -207,8 +215,9 @@ def measure(memory: MDNRNNModule, dream: Dream, latents, store, episodes: Sequen
     batch = episode_batch(memory, latents, store, episodes, seed)
     out = {"episodes": len(episodes), "tau": dream.tau, "done": dream.done_mode,
            "max_steps": dream.max_steps}
-    out.update(death_calibration(teacher_forced(memory, batch)["hazard"], batch))
+    tf = teacher_forced(memory, batch, keep_states_at=open_loop_starts(batch))  # one pass
+    out.update(death_calibration(tf["hazard"], batch))
     out.update(policy_survival(dream, store.episode_lengths[np.asarray(episodes)], max_hold,
                                dreams, seed))
-    out.update(open_loop_error(memory, batch))
+    out.update(open_loop_error(memory, batch, tf))
     return out
