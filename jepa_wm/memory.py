@@ -132,6 +132,8 @@ class MDNRNNModule(pl.LightningModule):
         self.register_buffer("latent_mean", torch.zeros(latent_dim))
         self.register_buffer("latent_std", torch.ones(latent_dim))
         self._carry: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        #: what the checkpoint carried besides the model (``load_memory`` fills it)
+        self.extra: dict[str, Any] = {}
 
     @property
     def latent_dim(self) -> int:
@@ -226,8 +228,15 @@ class MDNRNNModule(pl.LightningModule):
                 "init_args": dict(self.hparams)}
 
 
+#: What save_memory writes besides ``extra``; load_memory hands the rest back as ``extra``.
+_CKPT_KEYS = ("kind", "spec", "state_dict", "latent_dim", "action", "latent_mean",
+              "latent_std")
+
+
 def save_memory(module: MDNRNNModule, path: str | Path, **extra: Any) -> None:
-    """Write ``final.ckpt``: spec, weights (with the latent mean/std), action space."""
+    """Write ``final.ckpt``: spec, weights (with the latent mean/std), action space, and
+    ``extra`` plain values (train-memory: ``vision_sha256``, ``config_hash``,
+    ``val_episodes``)."""
     ckpt = {"kind": CHECKPOINT_KIND, "spec": module.spec(),
             "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
             "latent_dim": module.latent_dim, "action": module.action,
@@ -238,7 +247,8 @@ def save_memory(module: MDNRNNModule, path: str | Path, **extra: Any) -> None:
 
 
 def load_memory(path: str | Path) -> MDNRNNModule:
-    """Rebuild M from its ``final.ckpt`` alone (``weights_only=True``), in eval mode."""
+    """Rebuild M from its ``final.ckpt`` alone (``weights_only=True``), in eval mode; the
+    checkpoint's ``extra`` values are the module's ``extra`` dict."""
     path = Path(path)
     try:  # truncated, not a torch file, or pickled code: a one-line UserError
         ckpt = load_weights(path)
@@ -255,6 +265,7 @@ def load_memory(path: str | Path) -> MDNRNNModule:
     cls = getattr(importlib.import_module(module_name), cls_name)
     module = cls(**spec["init_args"])
     module.load_state_dict(ckpt["state_dict"])
+    module.extra = {k: v for k, v in ckpt.items() if k not in _CKPT_KEYS}
     return module.eval()
 
 

@@ -101,7 +101,7 @@ def load_memory_checked(memory_path: str | Path, vision_path: str | Path | None 
     from jepa_wm.memory import load_memory
 
     memory = load_memory(memory_path)
-    sha = torch.load(memory_path, map_location="cpu", weights_only=True).get("vision_sha256")
+    sha = memory.extra.get("vision_sha256")
     if vision_path is not None:
         check_vision_matches(vision_path, memory_path, sha)
     if latents is not None and sha and latents.vision_sha256 != sha:

@@ -47,7 +47,6 @@ def summary_line(f: dict) -> str:
 
 
 def main(cfg: Namespace) -> None:
-    import torch
 
     from jepa_wm.controller import load_memory_checked, single_thread
     from jepa_wm.data import RolloutStore
@@ -69,8 +68,7 @@ def main(cfg: Namespace) -> None:
     latents = load_latents(cfg.latents)
     memory = load_memory_checked(cfg.memory, latents=latents)
     store = RolloutStore(latents_store_path(latents, cfg.data))
-    ckpt = torch.load(cfg.memory, map_location="cpu", weights_only=True)
-    episodes = ckpt.get("val_episodes")
+    episodes = memory.extra.get("val_episodes")
     if not episodes:
         raise UserError(f"{cfg.memory}: M has no held-out episodes (memory_train."
                         "val_fraction is 0, or M predates the split); retrain M with "
