@@ -97,13 +97,17 @@ class VisionModule(pl.LightningModule):
         """Float frames ``(B, 3, H, W)`` in [0, 1] -> ``z`` ``(B, latent_dim)`` (with grad)."""
         raise NotImplementedError
 
-    @torch.no_grad()
-    def encode(self, obs: torch.Tensor) -> torch.Tensor:
-        """``obs`` uint8 ``(B, 3, H, W)`` -> ``z`` float ``(B, latent_dim)``."""
+    def frames_in(self, obs: torch.Tensor) -> torch.Tensor:
+        """uint8 frames ``(B, 3, H, W)`` checked and made float in [0, 1] on V's device."""
         if obs.ndim != 4:
             raise UserError(f"encode: obs of shape {tuple(obs.shape)} is not a batch of "
                             "images; expected uint8 (B, 3, H, W)")
-        return self.embed(self.to_float(obs.to(self.device)))
+        return self.to_float(obs.to(self.device))
+
+    @torch.no_grad()
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        """``obs`` uint8 ``(B, 3, H, W)`` -> ``z`` float ``(B, latent_dim)``."""
+        return self.embed(self.frames_in(obs))
 
     @torch.no_grad()
     def encode_dist(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

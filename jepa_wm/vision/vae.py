@@ -55,8 +55,7 @@ class VAEModule(VisionModule):
     @torch.no_grad()
     def encode_dist(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``obs`` uint8 ``(B, 3, H, W)`` -> posterior ``mu`` and ``sigma`` ``(B, latent_dim)``."""
-        self.encode(obs[:0])  # the same input check as encode
-        mu, logvar = self.posterior(self.to_float(obs.to(self.device)))
+        mu, logvar = self.posterior(self.frames_in(obs))
         return mu, torch.exp(0.5 * logvar)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
