@@ -33,14 +33,13 @@ import yaml
 from common import cpu_name, loadavg  # benchmarks/common.py (scripts run from their folder)
 
 from jepa_wm.config import data_hash
+from jepa_wm.pipeline import STAGE_ORDER as STAGES
 from jepa_wm.pipeline import resolve, run_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 EXPERIMENT = ROOT / "configs" / "experiments" / "doom_fast.yaml"
 VAE = ROOT / "configs" / "variants" / "vae.yaml"
-STAGES = ("collect", "train-vision", "encode", "train-memory", "fidelity",
-          "train-controller", "evaluate")
 
 
 def rung_config(rung: Path, variant: Path, seed: int, runs: Path):
