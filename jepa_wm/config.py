@@ -25,8 +25,9 @@ class TrainConfig:
     Args:
         max_epochs: Passes over the training data.
         max_steps: Optimiser steps; -1 means no limit (``max_epochs`` decides).
-        batch_size: Samples per batch (frames for V, windows for M).
-        num_workers: DataLoader worker processes (0 = load in the main process).
+        batch_size: Samples per batch (frames for V; for M, lanes of episode chunks).
+        num_workers: DataLoader worker processes (0 = load in the main process); V only: M's
+            episode-chunk stream (one ordered stream of lanes) runs in the main process.
         val_fraction: Fraction of episodes held out for validation diagnostics.
         max_frames: Use at most this many stored frames (None = all).
         accelerator: Lightning accelerator: ``cpu`` (default), ``auto`` or ``gpu``.
