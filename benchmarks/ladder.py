@@ -157,6 +157,8 @@ def stage_walls(cell: Path) -> dict[str, float | None]:
 
 
 def rung_rows(runs: Path) -> list[dict]:
+    from jepa_wm.report import bootstrap_ci
+
     rows = []
     for cell_cfg in sorted(runs.glob("*/*/seed*/config.yaml")):
         cell = cell_cfg.parent
@@ -166,13 +168,29 @@ def rung_rows(runs: Path) -> list[dict]:
                      "wall": stage_walls(cell),
                      "cmaes_s": sum(g.get("seconds", 0.0) for g in
                                     _read(cell / "controller" / "history.json") or []),
+                     "recorded": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
                      "fidelity": _read(cell / "fidelity" / "fidelity.json") or {},
                      "results": _read(cell / "eval" / "results.json") or {}})
+        if rows[-1]["results"].get("real_scores"):
+            rows[-1]["results"]["real_ci"] = list(bootstrap_ci(rows[-1]["results"]["real_scores"]))
     return rows
 
 
+def merged_rows(runs: Path, record: Path) -> list[dict]:
+    """The rows of the run folders under ``runs``, merged into those already recorded in
+    ``record`` (JSON beside the results file), so a rung measured in an earlier session, whose
+    run folder is gone, keeps its row. A row of the same rung, variant and seed is replaced by
+    the run folder's; the merged rows are written back."""
+    rows = {(r["rung"], r["variant"], r["seed"]): r for r in _read(record) or []}
+    for r in rung_rows(runs):
+        rows[(r["rung"], r["variant"], r["seed"])] = r
+    merged = [rows[k] for k in sorted(rows)]
+    record.write_text(json.dumps(merged, indent=1, default=str) + "\n")
+    return merged
+
+
 def write_results(runs: Path, out: Path, note: str) -> str:
-    rows = rung_rows(runs)
+    rows = merged_rows(runs, out.with_suffix(".json"))
     lines = ["# The budget ladder (issue 11)", "",
              ("- command: `python benchmarks/ladder.py configs/ladder/RUNG.yaml ...` (each "
              "rung: `jepa-wm run --config configs/experiments/doom_fast.yaml --config "
@@ -184,20 +202,16 @@ def write_results(runs: Path, out: Path, note: str) -> str:
              "in 1024 dreams at the training tau against its real episodes; real: 50 episodes "
              "on the fixed evaluation seeds (`eval_seeds(seed, 50)`)"),
              "- baselines on the same seeds (seed 0): `benchmarks/results/baselines_seeds0.md`",
-             "", "## Budgets", "", "| rung | seed | budget |", "|---|---:|---|"]
-    lines += [f"| {r['rung']} | {r['seed']} | {r['budget']} |" for r in rows]
+             "", "## Budgets", "", "| rung | seed | budget | measured |", "|---|---:|---|---|"]
+    lines += [f"| {r['rung']} | {r['seed']} | {r['budget']} | {r.get('recorded', '—')} |"
+              for r in rows]
     lines += ["", "## Dream fidelity and scores", "",
               ("| rung | Σ p(done)/ep | Brier | survival dream / game (ratio) | open-loop MSE "
               "@10 / copy | @50 / copy | C dream | C real ± std | real 95% CI |"),
               "|---|---:|---:|---|---|---|---:|---:|---|"]
     for r in rows:
         f, res = r["fidelity"], r["results"]
-        ci = "—"
-        if res.get("real_scores"):
-            from jepa_wm.report import bootstrap_ci
-
-            lo, hi = bootstrap_ci(res["real_scores"])
-            ci = f"[{lo:.0f}, {hi:.0f}]"
+        ci = "—" if not res.get("real_ci") else "[{:.0f}, {:.0f}]".format(*res["real_ci"])
         lines.append(
             f"| {r['rung']} | {_f(f.get('death_sum_per_episode'), 2)} | "
             f"{_f(f.get('brier'), 5)} | {_f(f.get('policy_survival_dream'), 0)} / "
@@ -219,9 +233,10 @@ def write_results(runs: Path, out: Path, note: str) -> str:
             f"{_verdict(real, (real or 0) >= 750, 1)}"
             f"{'' if real is None or real >= 750 else f', {750 - real:.0f} short'} |")
     lines += ["", "## Wall time per stage (s, 2 cores)", "",
-              ("A stage shared from an earlier rung counts what it cost there. Rungs ran side "
-              "by side on the 2 cores (the load above), so most stages are slower than on an "
-              "idle machine. A stage killed and resumed counts its last call only; the CMA-ES "
+              ("A stage shared from an earlier rung counts what it cost there. The rungs "
+              "measured in session 3 (c100, m512, m_faithful, thr30, vlr) ran side by side on "
+              "the 2 cores, so their stages are slower than on an idle machine; later rungs ran "
+              "one at a time. A stage killed and resumed counts its last call only; the CMA-ES "
               "column sums the generations' own times from history.json (real checks "
               "excluded), whatever the calls."), "",
               "| rung | " + " | ".join(STAGES) + " | CMA-ES generations s | total min |",
