@@ -206,7 +206,18 @@ def data_hash(cfg: Namespace) -> str:
     return hash_obj({k: cfg[k] for k in DATA_KEYS})
 
 
+#: Keys of a section that change how fast a stage runs, never what it computes: a stage
+#: rerun with other values is the same stage (it skips or resumes).
+SPEED_ONLY = ("threads", "num_workers", "workers")
+
+
+def semantic_section(value: Any) -> Any:
+    """A config section as the plain values its result depends on (speed-only keys out)."""
+    if isinstance(value, Namespace):
+        return {k: v for k, v in to_dict(value).items() if k not in SPEED_ONLY}
+    return value
+
+
 def section_hash(cfg: Namespace, *keys: str, upstream: str = "") -> str:
     """Hash of the config sections a stage depends on, chained to its input's hash."""
-    return hash_obj({"upstream": upstream, **{k: to_dict(cfg[k]) if isinstance(
-        cfg[k], Namespace) else cfg[k] for k in keys}})
+    return hash_obj({"upstream": upstream, **{k: semantic_section(cfg[k]) for k in keys}})

@@ -137,3 +137,44 @@ def is_done(out: str | os.PathLike, config_hash: str) -> bool:
 def mark_done(out: str | os.PathLike, config_hash: str, **info: Any) -> None:
     """Record that stage folder ``out`` is complete for ``config_hash`` (written last)."""
     write_json(Path(out) / DONE_FILE, {"config_hash": config_hash, **info})
+
+
+STAGE_FILE = "STAGE.json"
+
+
+def folder_identity(out: str | os.PathLike) -> str | None:
+    """The identity the work in stage folder ``out`` was made under: its ``STAGE.json``
+    (written when the stage started), else its ``DONE.json`` hash; None when unknown."""
+    for name, key in ((STAGE_FILE, "identity"), (DONE_FILE, "config_hash")):
+        try:
+            return json.loads((Path(out) / name).read_text())[key]
+        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, KeyError,
+                TypeError):
+            continue
+    return None
+
+
+def claim(out: str | os.PathLike, identity: str, stage: str) -> Path | None:
+    """Make ``out`` the folder of ``identity`` before stage ``stage`` writes into it.
+
+    Work made under this identity (a killed run's checkpoints) stays, to be resumed. Work
+    made under another identity, or of unknown identity, finished or not, is never resumed
+    or re-stamped: the folder is moved aside to ``<out>.replaced-<UTC time>`` (nothing is
+    deleted) and a fresh one started. Returns where the old work went, or None.
+    """
+    out = Path(out)
+    moved = None
+    if out.is_symlink() or (out.is_dir() and any(out.iterdir())):
+        old = folder_identity(out)
+        if old != identity:
+            from datetime import datetime, timezone
+
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+            moved = out.with_name(f"{out.name}.replaced-{stamp}")
+            os.rename(out, moved)
+            print(f"{stage}: {out} held work of another config (identity {old or 'unknown'}, "
+                  f"this run {identity}); moved it to {moved.name} and starting afresh")
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / STAGE_FILE).exists():
+        write_json(out / STAGE_FILE, {"stage": stage, "identity": identity})
+    return moved

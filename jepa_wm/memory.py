@@ -21,7 +21,7 @@ import pytorch_lightning as pl
 import torch
 from torch.nn import functional as F
 
-from jepa_wm.io import UserError, atomic_path, load_weights, write_json
+from jepa_wm.io import UserError, atomic_path, claim, load_weights, write_json
 from jepa_wm.nets.mdnrnn import MDNRNN, gmm_nll
 
 CHECKPOINT_KIND = "jepa_wm.memory"
@@ -344,12 +344,23 @@ def memory_split(store, tc, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return train, val
 
 
+def memory_inputs(latents_dir: str | Path, data: str | None = None):
+    """The latent set M trains on and its rollout store, checked to belong together."""
+    from jepa_wm.data import RolloutStore
+
+    latents = load_latents(latents_dir)
+    store = RolloutStore(latents_store_path(latents, data))
+    if len(latents.z) != store.num_frames:
+        raise UserError(f"{latents.path}: {len(latents.z)} latents but the store has "
+                        f"{store.num_frames} frames; re-run encode")
+    return latents, store
+
+
 def train_memory(cfg, latents_dir: str | Path, out: str | Path,
                  data: str | None = None, config_hash: str = "") -> dict:
     """The ``train-memory`` stage: fit M on the training episodes of the latent set
     (resuming from ``last.ckpt``), validate on the held-out ones, write ``final.ckpt`` and
     ``metrics.json``; returns the metrics."""
-    from jepa_wm.data import RolloutStore
     from jepa_wm.data.datasets import EpisodeChunks
 
     start = time.time()
@@ -359,13 +370,11 @@ def train_memory(cfg, latents_dir: str | Path, out: str | Path,
     if tc.threads:
         torch.set_num_threads(tc.threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    latents = load_latents(latents_dir)
-    store = RolloutStore(latents_store_path(latents, data))
-    if len(latents.z) != store.num_frames:
-        raise UserError(f"{latents.path}: {len(latents.z)} latents but the store has "
-                        f"{store.num_frames} frames; re-run encode")
+    latents, store = memory_inputs(latents_dir, data)
     module = build_memory(cfg, latents, _action_space_of_store(store, cfg))
     train_eps, val_eps = memory_split(store, tc, cfg.seed)
+    # the inputs are good: now another config's checkpoints here are moved aside, never resumed
+    claim(out, config_hash, "train-memory")
     seq_len = module.hparams.seq_len
 
     def chunks(episodes, shuffle: bool) -> EpisodeChunks:

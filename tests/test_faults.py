@@ -154,16 +154,64 @@ def test_load_vision_refuses_pickled_code(ctx, tmp_path, payload, named):
         load_vision(path)
 
 
-def test_train_vision_refuses_a_last_ckpt_carrying_pickled_code(ctx, tmp_path):
+def test_train_vision_never_loads_a_last_ckpt_carrying_pickled_code(ctx, tmp_path):
     out = tmp_path / "vision"
+    argv = ["train-vision", "--config", SMOKE, "--data", str(ctx.store), "--out", str(out),
+            *faults.SMALL_V]
+    # in a folder of unknown identity: moved aside whole, never resumed from
     out.mkdir()
     faults.evil_checkpoint(out / "last.ckpt")
     before = (out / "last.ckpt").read_bytes()
     with faults.capture() as cap:
-        code = cli.main(["train-vision", "--config", SMOKE, "--data", str(ctx.store), "--out",
-                         str(out), *faults.SMALL_V])
+        assert cli.main(argv) == 0, cap.err
+    (aside,) = tmp_path.glob("vision.replaced-*")
+    assert (aside / "last.ckpt").read_bytes() == before
+    # in a half-done folder of this very config (what a resume loads): refused, not run
+    (out / "DONE.json").unlink()
+    (out / "final.ckpt").unlink()
+    faults.evil_checkpoint(out / "last.ckpt")
+    before = (out / "last.ckpt").read_bytes()
+    with faults.capture() as cap:
+        code = cli.main(argv)
     assert code == 2 and re.search(r"last\.ckpt: refused: .*posix\.system", cap.err)
     assert (out / "last.ckpt").read_bytes() == before and not (out / "final.ckpt").exists()
+
+
+class Touch:
+    """Unpickling this creates a file: the proof that a load ran the file's code."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (str(self.path), "w")
+
+
+def test_no_crafted_pickle_in_a_controller_folder_runs_on_resume(ctx_m, tmp_path):
+    import pickle
+
+    out, sentinel = tmp_path / "controller", tmp_path / "pwned"
+    shutil.copytree(ctx_m.controller.parent, out)
+    (out / "DONE.json").unlink()  # unfinished: the next run resumes this folder
+    (out / "cmaes.pkl").write_bytes(pickle.dumps({"es": Touch(sentinel)}))  # the old format
+    argv = ["train-controller", "--config", SMOKE, *ctx_m.parts(), "--out", str(out),
+            "--controller_train.generations", "1", "--controller_train.popsize", "4",
+            "--controller_train.rollouts", "1", "--controller_train.max_steps", "20"]
+    with faults.capture() as cap:
+        code = cli.main(argv)
+    assert code == 0, cap.err  # resumed from cmaes.npz (arrays); the pickle is never read
+    assert not sentinel.exists() and (out / "DONE.json").exists()
+    assert "held work of another config" not in cap.out  # the same identity: resumed
+    # a cmaes.npz whose array is a pickled object is refused, not unpickled
+    (out / "DONE.json").unlink()
+    with open(out / "cmaes.npz", "wb") as f:
+        np.savez(f, told=np.array([Touch(sentinel)], dtype=object), asked=np.array(["x"]),
+                 best_params=np.zeros(3), best_fitness=np.float64(0))
+    with faults.capture() as cap:
+        code = cli.main(argv)
+    assert code == 2 and not sentinel.exists()
+    assert re.search(r"cmaes\.npz: unreadable CMA-ES state", cap.err)
+    assert len(cap.err.strip().splitlines()) == 1
 
 
 def test_every_torch_load_in_the_package_is_weights_only():

@@ -271,13 +271,17 @@ def test_every_variant_trains_two_steps_from_the_cli(doom_store, tmp_path, varia
     assert metrics["steps"] == (0 if isinstance(model, RandomModule) else 2)
     assert metrics["effective_rank"] > 1 and math.isfinite(metrics["vision/std_mean"])
     assert (out / "DONE.json").exists()
-    if variant.stem == "vae":  # same config again: nothing to do; another config: refused
-        again = _cli("train-vision", "--config", SMOKE, "--config", variant, "--data",
-                     doom_store, "--out", out, "--vision_train.max_steps", "2", *SMALL)
-        assert again.returncode == 0 and "skipping" in again.stdout
+    if variant.stem == "vae":  # same config again: nothing to do; another config: the
+        again = _cli("train-vision", "--config", SMOKE, "--config", variant, "--data",  # old
+                     doom_store, "--out", out, "--vision_train.max_steps", "2", *SMALL)  # run
+        assert again.returncode == 0 and "skipping" in again.stdout  # moves aside, not resumed
+        first = (out / "final.ckpt").read_bytes()
         other = _cli("train-vision", "--config", SMOKE, "--config", variant, "--data",
                      doom_store, "--out", out, "--vision_train.max_steps", "3", *SMALL)
-        assert other.returncode == 2 and "another config" in other.stderr
+        assert other.returncode == 0 and "held work of another config" in other.stdout
+        assert json.loads((out / "metrics.json").read_text())["steps"] == 3
+        (aside,) = out.parent.glob("vision.replaced-*")
+        assert (aside / "final.ckpt").read_bytes() == first
 
 
 def test_train_vision_resumes_after_sigkill(doom_store, tmp_path):

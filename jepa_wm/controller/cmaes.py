@@ -4,13 +4,17 @@ rollouts) is one batched rollout of M; in the real env, the P x R episodes are j
 gymnasium vector envs. Each generation also scores the distribution mean (on more
 dreams); the mean with the best score is the controller kept in ``best.npz``.
 
-State is saved every generation (``cmaes.pkl`` with the pycma object, ``best.npz``,
-``history.json``, all atomic), and a re-run resumes from it.
+State is saved every generation (``cmaes.npz``, ``best.npz``, ``history.json``, all
+atomic), and a re-run resumes from it. ``cmaes.npz`` holds no pickle, nothing that can run
+code when loaded: plain arrays of every generation's told fitnesses and a digest of its
+asked candidates. Resuming rebuilds pycma's search from its seed and replays the generations
+(ask, check the digest, tell), which puts pycma and numpy's global RNG, which pycma samples
+from, exactly where the killed run left them.
 """
 
 from __future__ import annotations
 
-import pickle
+import hashlib
 import time
 from pathlib import Path
 
@@ -25,6 +29,13 @@ from jepa_wm.nets.controller import ControllerPopulation, controller_input_dim, 
 WHERE = ("dream", "real")
 #: The distribution mean is scored on this many times the candidates' rollouts (dream).
 CENTER_FACTOR = 4
+STATE_FILE = "cmaes.npz"
+
+
+def digest(solutions: np.ndarray) -> str:
+    """A short fingerprint of one generation's asked candidates (to check a replay)."""
+    return hashlib.sha256(np.ascontiguousarray(solutions, dtype=np.float64).tobytes()
+                          ).hexdigest()[:16]
 
 
 def check_config(cc) -> None:
@@ -69,7 +80,7 @@ def dream_fitness(dream: Dream, population: ControllerPopulation, rollouts: np.n
 
 
 class Trainer:
-    """One CMA-ES run writing into ``out``; ``run()`` resumes from ``cmaes.pkl`` if there.
+    """One CMA-ES run writing into ``out``; ``run()`` resumes from ``cmaes.npz`` if there.
 
     Args:
         cfg: The resolved experiment config (``controller_train`` section, env, seed).
@@ -99,34 +110,53 @@ class Trainer:
         es = cma.CMAEvolutionStrategy(np.zeros(self.n_params), self.cc.sigma0, {
             "popsize": self.cc.popsize, "seed": self.cfg.seed + 1, "verbose": -9})
         return {"es": es, "generation": 0, "best_fitness": -np.inf,
-                "best_params": np.zeros(self.n_params), "history": []}
+                "best_params": np.zeros(self.n_params), "history": [], "told": [],
+                "asked": []}
 
     def _load_state(self) -> dict:
-        path = self.out / "cmaes.pkl"
+        """A fresh search, or the saved one replayed generation by generation."""
+        state = self._new_state()
+        path = self.out / STATE_FILE
         if not path.exists():
-            return self._new_state()
+            return state
         try:
-            with open(path, "rb") as f:
-                state = pickle.load(f)  # our own file, written by _save below
+            with np.load(path, allow_pickle=False) as f:  # arrays only: nothing can run
+                told, asked = f["told"], f["asked"]
+                best_params, best_fitness = f["best_params"], float(f["best_fitness"])
         except Exception as e:
             raise UserError(f"{path}: unreadable CMA-ES state ({type(e).__name__}); delete "
                             "it to restart training") from None
-        shape = (len(state["best_params"]), state["es"].popsize)
-        if shape != (self.n_params, self.cc.popsize):
-            raise UserError(f"{path}: CMA-ES state for {shape[0]} parameters and popsize "
-                            f"{shape[1]}; this run has {self.n_params} and "
+        if told.ndim != 2 or told.shape[1] != self.cc.popsize or len(best_params) != \
+                self.n_params or len(asked) != len(told):
+            raise UserError(f"{path}: CMA-ES state for {len(best_params)} parameters and "
+                            f"popsize {told.shape[-1]}; this run has {self.n_params} and "
                             f"{self.cc.popsize}; use a fresh --out")
-        np.random.set_state(state["np_random"])  # pycma samples from numpy's global RNG
+        es = state["es"]
+        for generation, (fitness, expected) in enumerate(zip(told, asked)):
+            solutions = np.asarray(es.ask())
+            if digest(solutions) != str(expected):
+                raise UserError(f"{path}: replaying generation {generation + 1} asked other "
+                                "candidates than the saved run (another pycma or numpy?); "
+                                "delete it to restart training")
+            es.tell(list(solutions), list(fitness))
+        state.update(generation=len(told), best_fitness=best_fitness,
+                     best_params=best_params.astype(np.float64),
+                     history=load_history(self.out)[:len(told)],
+                     told=[np.asarray(t) for t in told], asked=[str(a) for a in asked])
         return state
 
     def _save(self, state: dict) -> None:
-        state["np_random"] = np.random.get_state()  # so a resumed run asks the same
-        with atomic_path(self.out / "cmaes.pkl") as tmp:
-            tmp.write_bytes(pickle.dumps(state))
+        """History and ``best.npz`` first, the search state last: a kill in between redoes
+        that generation on resume (the state file is what commits it)."""
+        write_json(self.out / "history.json", state["history"])
         ControllerFile(state["best_params"].astype(np.float32), self.memory.latent_dim,
                        self.memory.net.hidden_size, self.cc.include_cell, self.memory.action,
                        float(state["best_fitness"])).save(self.out / "best.npz")
-        write_json(self.out / "history.json", state["history"])
+        with atomic_path(self.out / STATE_FILE) as tmp, open(tmp, "wb") as f:
+            np.savez(f, told=np.asarray(state["told"], dtype=np.float64).reshape(
+                         -1, self.cc.popsize), asked=np.asarray(state["asked"], dtype="U16"),
+                     best_params=np.asarray(state["best_params"], dtype=np.float64),
+                     best_fitness=np.float64(state["best_fitness"]))
 
     # -- one generation
     def _fitness(self, candidates: np.ndarray, generation: int) -> tuple[np.ndarray, int]:
@@ -159,6 +189,8 @@ class Trainer:
         scores, steps = self._fitness(np.vstack([solutions, center]), state["generation"])
         fitness, center_fitness = scores[:-1], float(scores[-1])
         es.tell(list(solutions), list(-fitness))  # pycma minimises
+        state["told"].append(-np.asarray(fitness, dtype=np.float64))
+        state["asked"].append(digest(solutions))
         seconds = time.time() - start
         # keep the mean with the best score, as Ha's estool: a sampled candidate's best
         # score over a few noisy rollouts is biased upwards (the winner's curse)

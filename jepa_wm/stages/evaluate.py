@@ -118,6 +118,9 @@ def main(cfg: Namespace) -> None:
     controller = ControllerFile.load(cfg.controller)
     controller.check_fits(memory, cfg.controller)
     dream = make_dream(cfg.controller_train, memory, latents, store)
+    from jepa_wm.io import claim
+
+    claim(out, h, "evaluate")  # another config's tau-table CMA-ES runs are never resumed
     with Progress(transient=True) as bar:
         task = bar.add_task("real episodes", total=cfg.evaluate.episodes)
         results = evaluate(cfg, vision, memory, controller, dream,

@@ -52,7 +52,7 @@ def main(cfg: Namespace) -> None:
     from jepa_wm.data import RolloutStore
     from jepa_wm.dream import Dream, dream_starts
     from jepa_wm.fidelity import measure
-    from jepa_wm.io import UserError, is_done, mark_done, read_json, write_json
+    from jepa_wm.io import UserError, claim, is_done, mark_done, read_json, write_json
     from jepa_wm.memory import latents_store_path, load_latents
     from jepa_wm.tracking import wandb_run
 
@@ -74,6 +74,7 @@ def main(cfg: Namespace) -> None:
                         "val_fraction is 0, or M predates the split); retrain M with "
                         "val_fraction > 0")
     starts, sigma = dream_starts(latents, memory, settings["start"], store)
+    claim(out, h, "fidelity")  # (after every input check: bad input moves nothing)
     dream = Dream(memory, starts, tau=settings["tau"], done=settings["done"],
                   reward="survival", max_steps=settings["max_steps"], start_sigma=sigma,
                   done_threshold=settings["done_threshold"])

@@ -1,6 +1,6 @@
 """``jepa-wm train-controller --config ... --vision CKPT --memory CKPT --latents DIR --out
 DIR``: CMA-ES over C in M's dream (``controller_train.where: dream``, the whole population
-one batched rollout) or in the real env (``where: real``). Resumes from ``cmaes.pkl``;
+one batched rollout) or in the real env (``where: real``). Resumes from ``cmaes.npz`` (arrays, no pickle);
 writes ``best.npz``, ``history.json``, ``DONE.json``."""
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def load_parts(cfg: Namespace):
 def main(cfg: Namespace) -> None:
 
     from jepa_wm.controller.cmaes import Trainer, check_config, make_dream
-    from jepa_wm.io import UserError, is_done, mark_done
+    from jepa_wm.io import UserError, claim, is_done, mark_done
     from jepa_wm.tracking import wandb_run
 
     start = time.time()
@@ -90,6 +90,7 @@ def main(cfg: Namespace) -> None:
     if cc.where == "real" and vision is None:
         raise UserError("train-controller: controller_train.where real needs --vision CKPT")
     dream = make_dream(cc, memory, latents, store) if cc.where == "dream" else None
+    claim(out, h, "train-controller")  # another config's CMA-ES state is never resumed
     real = None if vision is None else real_player(cfg, vision, memory, cc.include_cell,
                                                    cc.workers)
     out.mkdir(parents=True, exist_ok=True)

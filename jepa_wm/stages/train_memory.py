@@ -41,9 +41,10 @@ def config_hash(cfg: Namespace) -> str:
 def main(cfg: Namespace) -> None:
     from jepa_wm.config import check_train_config
     from jepa_wm.io import is_done, mark_done
-    from jepa_wm.memory import train_memory
+    from jepa_wm.memory import memory_inputs, train_memory
 
     check_train_config(cfg.memory_train, "memory_train")
+    memory_inputs(cfg.latents, cfg.data)  # a finished folder with mismatched inputs is refused
     h = config_hash(cfg)
     if is_done(cfg.out, h):
         print(f"train-memory: {cfg.out} is complete for this config (hash {h}); nothing to do")

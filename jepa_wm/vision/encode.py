@@ -83,6 +83,7 @@ def encode_store(vision: str | Path, data: str | Path, out: str | Path,
         raise io.UserError(f"{data}: frames of {store.image_shape[-2]}x{store.image_shape[-1]}"
                            f"; {vision} is a V for {size}x{size} frames; encode a store of "
                            "that size (or train V on this one)")
+    io.claim(out, config_hash, "encode")  # another V's or store's latents are moved aside
     for stale in (io.DONE_FILE, META_FILE):  # never leave old metadata beside new z
         (out / stale).unlink(missing_ok=True)
     t0 = time.perf_counter()

@@ -22,7 +22,7 @@ from lightning_fabric.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from jepa_wm import io
-from jepa_wm.config import check_train_config, to_dict
+from jepa_wm.config import check_train_config, semantic_section, to_dict
 from jepa_wm.data.datasets import FrameDataset, WindowDataset, split_episodes
 from jepa_wm.data.store import RolloutStore
 from jepa_wm.envs import action_dim
@@ -32,9 +32,6 @@ log = logging.getLogger(__name__)
 
 #: validation diagnostics use at most this many evenly spaced samples (RAM and time stay flat)
 MAX_VAL_ITEMS = 1024
-RUN_FILE = "run.json"
-#: vision_train keys left out of the config hash
-SPEED_ONLY = ("threads", "num_workers")
 
 
 class FramesPerSecond(pl.Callback):
@@ -178,16 +175,6 @@ def save_final(model: VisionModule, path: Path, **extra: Any) -> None:
         torch.save(ckpt, tmp)
 
 
-def _check_out(out: Path, config_hash: str) -> None:
-    """Refuse to resume (and overwrite) a folder trained with another config."""
-    run = out / RUN_FILE
-    trained = any(out.glob("*.ckpt"))
-    if trained and run.exists() and io.read_json(run).get("config_hash") != config_hash:
-        raise io.UserError(f"{out}: holds a vision run with another config; give a new --out "
-                           "or delete the folder")
-    io.write_json(run, {"config_hash": config_hash})
-
-
 def _trainer(cfg: Namespace, out: Path, callbacks: list, logger: Any) -> pl.Trainer:
     """The Lightning Trainer of ``vision_train``; settings Lightning rejects (an unknown
     accelerator or precision, a missing backend) are one-line errors naming the section."""
@@ -225,7 +212,7 @@ def train_vision(cfg: Namespace, data: str | Path, out: str | Path) -> Path:
     check_store_matches(cfg, store)
     spec = resolve_spec(cfg, store)
     # threads and loader workers change speed, not results: a rerun with others resumes
-    train = {k: v for k, v in to_dict(cfg.vision_train).items() if k not in SPEED_ONLY}
+    train = semantic_section(cfg.vision_train)
     config_hash = io.hash_obj({"data": io.hash_obj(store.meta), "vision_model": spec,
                                "vision_train": train, "seed": cfg.seed})
     final = out / "final.ckpt"
@@ -237,7 +224,7 @@ def train_vision(cfg: Namespace, data: str | Path, out: str | Path) -> Path:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_vision(spec)
     train_loader, val_loader = _loaders(model, store, cfg.vision_train, cfg.seed)
-    _check_out(out, config_hash)
+    io.claim(out, config_hash, "train-vision")  # another config's work is moved aside
     fps = FramesPerSecond()
     ckpt = ModelCheckpoint(dirpath=out, filename="epoch{epoch:03d}", auto_insert_metric_name=False,
                            save_last=True, save_top_k=1, every_n_epochs=1)

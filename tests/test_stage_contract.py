@@ -1,0 +1,118 @@
+"""The stage contract on a real finished run (the smoke VAE on VizDoom, through the CLI): a
+key that changes a stage's result, changed on the finished run folder, redoes that stage and
+everything downstream, never resuming or re-stamping the old work (which is moved aside, not
+deleted); upstream stages are untouched; a speed-only key changes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from jepa_wm import pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs" / "experiments" / "smoke.yaml"
+VAE = ROOT / "configs" / "variants" / "vae.yaml"
+STAGES = pipeline.STAGE_ORDER
+
+
+def run(runs: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    proc = subprocess.run([sys.executable, "-m", "jepa_wm.cli", "run", "--config", str(SMOKE),
+                           "--config", str(VAE), "--seed", "0", "--out", str(runs),
+                           *overrides], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def ran(proc: subprocess.CompletedProcess) -> list[str]:
+    """The stages a ``run`` did work in (in order), from its per-stage lines."""
+    return [s for s in STAGES if f"run: {s:<17} done in" in proc.stdout]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    runs = tmp_path_factory.mktemp("contract") / "runs"
+    assert ran(run(runs)) == list(STAGES)
+    return runs
+
+
+@pytest.fixture
+def runs(finished, tmp_path) -> Path:
+    """A private copy of the finished run folder."""
+    copy = tmp_path / "runs"
+    shutil.copytree(finished, copy, symlinks=True)
+    return copy
+
+
+def cell(runs: Path) -> Path:
+    return runs / "smoke" / "vae" / "seed0"
+
+
+def done_hashes(runs: Path) -> dict[str, str]:
+    paths = pipeline.run_paths(pipeline.resolve([SMOKE, VAE], 0, runs), runs)
+    return {s: json.loads((paths.stage_dir(s) / "DONE.json").read_text())["config_hash"]
+            for s in STAGES}
+
+
+def read(path: Path):
+    return json.loads(path.read_text())
+
+
+# (key, value, the first stage it changes, what the new result must show); every stage
+# downstream of it is redone too, except C when only the fidelity figures changed (C does
+# not read them)
+CHANGES = [
+    ("evaluate.episodes", "3", "evaluate",
+     lambda c: len(read(c / "eval" / "results.json")["real_scores"]) == 3),
+    ("controller_train.generations", "4", "train-controller",
+     lambda c: len(read(c / "controller" / "history.json")) == 4),
+    ("evaluate.fidelity_dreams", "40", "fidelity",
+     lambda c: read(c / "eval" / "results.json")["fidelity"] == read(
+         c / "fidelity" / "fidelity.json")),
+    ("memory_train.max_steps", "30", "train-memory",
+     lambda c: torch.load(c / "memory" / "last.ckpt", weights_only=True)["global_step"] == 30),
+    ("vision_train.max_steps", "5", "train-vision",
+     lambda c: read(c / "vision" / "metrics.json")["steps"] == 5),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key,value,first,check", CHANGES, ids=[c[0] for c in CHANGES])
+def test_a_changed_key_redoes_its_stage_and_everything_downstream(runs, key, value, first,
+                                                                   check):
+    before = done_hashes(runs)
+    old = {s: pipeline.run_paths(pipeline.resolve([SMOKE, VAE], 0, runs), runs).stage_dir(s)
+           for s in STAGES}
+    proc = run(runs, f"--{key}={value}")
+    redone = [s for s in STAGES[STAGES.index(first):]
+              if not (first == "fidelity" and s == "train-controller")]
+    assert ran(proc) == redone, proc.stdout
+    after = done_hashes(runs)
+    assert [s for s in STAGES if after[s] != before[s]] == redone
+    assert check(cell(runs))
+    for stage in redone:  # the old result was moved aside whole, not resumed or deleted
+        aside = list(old[stage].parent.glob(f"{old[stage].name}.replaced-*"))
+        assert len(aside) == 1, (stage, proc.stdout)
+        assert read(aside[0] / "DONE.json")["config_hash"] == before[stage]
+        assert f"{stage}: {old[stage]} held work of another config" in proc.stdout
+    # and the changed config is now the finished one: a second run does nothing
+    assert ran(run(runs, f"--{key}={value}")) == []
+
+
+@pytest.mark.slow
+def test_speed_only_keys_change_nothing(runs):
+    before = done_hashes(runs)
+    proc = run(runs, "--memory_train.threads=1", "--vision_train.num_workers=1",
+               "--vision_train.threads=1", "--controller_train.workers=2",
+               "--evaluate.workers=1")
+    assert ran(proc) == [] and done_hashes(runs) == before
+    assert not list(cell(runs).rglob("*.replaced-*"))
