@@ -21,11 +21,10 @@ from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+from common import results_path  # benchmarks/common.py (scripts run from their folder)
 
 from jepa_wm.data.collect import collect
 from jepa_wm.envs import make_env
-
-RESULTS = Path(__file__).parent / "results" / "collect.md"
 
 #: (env id, episodes, max_episode_steps) per mode: CarRacing runs ~120 steps/s, so it gets
 #: short episodes; VizDoom random episodes last ~250 steps.
@@ -97,9 +96,10 @@ def main() -> None:
               f"raw env steps/s = one env stepped with random actions in one process, resize "
               f"included. Frames are uint8 3x64x64 (12,288 bytes) plus action, reward and "
               f"flags.\n\n{header}\n{table}\n")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(report)
-    print("\n" + header + "\n" + table + f"\n\nwrote {RESULTS}")
+    out = results_path("collect", args.quick)  # --quick never overwrites collect.md
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report)
+    print("\n" + header + "\n" + table + f"\n\nwrote {out}")
 
 
 if __name__ == "__main__":

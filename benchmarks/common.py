@@ -12,6 +12,17 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+RESULTS = Path(__file__).parent / "results"
+
+
+def results_path(name: str, quick: bool, out: str | Path | None = None) -> Path:
+    """Where a benchmark writes: ``out`` when given, else ``results/<name>.md``, and for a
+    ``--quick`` run ``results/<name>_quick.md``: a smoke check never overwrites the
+    recorded figures."""
+    if out is not None:
+        return Path(out)
+    return RESULTS / f"{name}{'_quick' if quick else ''}.md"
+
 
 def loadavg() -> str:
     """The 1, 5 and 15 minute load averages (other jobs sharing the cores slow every figure)."""

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import results_path  # benchmarks/common.py (scripts run from their folder)
 from jsonargparse import Namespace
 
 from jepa_wm.dream import Dream, rollout
@@ -89,8 +90,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads.")
     parser.add_argument("--workers", type=int, default=2, help="Real-env worker processes.")
     parser.add_argument("--hidden", type=int, default=256, help="M's hidden size.")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "dream.md"))
+    parser.add_argument("--out", default=None,
+                        help="Results file (default results/dream.md; --quick: dream_quick.md).")
     args = parser.parse_args()
+    args.out = str(results_path("dream", args.quick, args.out))
     torch.set_num_threads(args.threads)
     memory = immortal_memory(args.hidden)
     steps = {1: 300 if args.quick else 2000, 64: 200 if args.quick else 1000,

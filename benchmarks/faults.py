@@ -39,7 +39,6 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "configs/experiments/smoke.yaml")
-RESULTS = Path(__file__).parent / "results" / "faults.md"
 DOOM = "VizdoomTakeCover-v1"
 #: train-vision flags that keep a (mistakenly) started training tiny
 SMALL_V = ["--vision_train.max_steps", "1", "--vision_train.batch_size", "8",
@@ -764,8 +763,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="only the cases that need no M or C (no CLI stages trained)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="Results file (default results/faults.md; --quick: "
+                             "faults_quick.md).")
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/common.py
+    from common import results_path
+
+    args.out = results_path("faults", args.quick, args.out)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         ctx = make_ctx(Path(tmp) / "work", memory=not args.quick)

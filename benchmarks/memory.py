@@ -26,6 +26,7 @@ from common import (  # benchmarks/common.py (scripts run from their folder)
     StepTimer,
     cpu_name,
     loadavg,
+    results_path,
 )
 from torch.utils.data import DataLoader, Dataset
 
@@ -102,8 +103,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="A few steps per size (a check).")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--experiments", nargs="*", default=EXPERIMENTS)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/memory.md"))
+    ap.add_argument("--out", default=None,
+                    help="Results file (default results/memory.md; --quick: memory_quick.md).")
     args = ap.parse_args()
+    args.out = str(results_path("memory", args.quick, args.out))
     os.environ.setdefault("WANDB_MODE", "disabled")
     torch.set_num_threads(args.threads)
     steps, warmup = (5, 2) if args.quick else (40, 5)

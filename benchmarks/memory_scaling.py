@@ -28,7 +28,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from common import cpu_name, loadavg  # benchmarks/common.py (scripts run from their folder)
+from common import (  # benchmarks/common.py (scripts run from their folder)
+    cpu_name,
+    loadavg,
+    results_path,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 1.2
@@ -133,8 +137,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workdir", default="/tmp", help="Where the stores are built.")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/memory_scaling.md"))
+    ap.add_argument("--out", default=None, help="Results file (default "
+                    "results/memory_scaling.md; --quick: memory_scaling_quick.md).")
     args = ap.parse_args()
+    args.out = str(results_path("memory_scaling", args.quick, args.out))
     if args.quick:
         args.small, args.large, args.steps = 5_000, 50_000, 20
     started, load_before = datetime.now(timezone.utc), loadavg()
