@@ -331,6 +331,19 @@ def markdown_table(rows: list[dict], columns: list[tuple[str, str, int]]) -> str
     return "\n".join([head, rule, *body])
 
 
+def completeness_note(rows: list[dict]) -> str | None:
+    """A warning when the variants did not all finish the same seeds (a failed, killed or
+    missing cell): their CIs and P(> baseline) then compare unequal sets. None when equal."""
+    finished = {r["variant"]: r["seeds"] for r in rows}
+    if len(set(finished.values())) <= 1 and not any(
+            r.get("failed_seeds") or r.get("incomplete_seeds") for r in rows):
+        return None
+    per = "; ".join(f"`{v}` seeds {s or 'none'}" for v, s in finished.items())
+    return (f"**Incomplete comparison**: the variants finished different seeds ({per}), so "
+            "the CIs and P(> baseline) compare unequal sets; run the sweep again to finish "
+            "the missing cells.")
+
+
 def write_markdown(rows: list[dict], taus: list[dict], runs: list[SeedRun], baseline: str,
                    path: Path, images: Sequence[Path] = ()) -> str:
     """results.md: the budget, the score table, the diagnostics table, the tau table."""
@@ -345,6 +358,8 @@ def write_markdown(rows: list[dict], taus: list[dict], runs: list[SeedRun], base
         notes.append("With one seed the CI is the point itself and the std is n/a.")
     if baseline not in {r["variant"] for r in rows}:
         notes.append(f"Baseline `{baseline}` has no finished run, so P(> baseline) is n/a.")
+    if (warning := completeness_note(rows)) is not None:
+        notes.insert(0, warning)
     parts = [f"# {Path(path).parent.parent.name}: results", "", budget_line(runs), "",
              markdown_table(rows, MAIN_COLUMNS), "", *notes, "", "## Dream fidelity", "",
              FIDELITY_NOTE, "",
@@ -372,7 +387,10 @@ def print_table(rows: list[dict], title: str) -> None:
         table.add_column(name, justify="left" if name == "variant" else "right")
     for row in rows:
         table.add_row(*(Text(_cell(row, k, d)) for k, _, d in MAIN_COLUMNS))  # no markup
-    Console(width=max(120, len(MAIN_COLUMNS) * 14)).print(table)
+    console = Console(width=max(120, len(MAIN_COLUMNS) * 14))
+    console.print(table)
+    if (warning := completeness_note(rows)) is not None:
+        console.print(Text(warning.replace("**", "")))
 
 
 # -- plots ---------------------------------------------------------------------------------

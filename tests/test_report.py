@@ -121,6 +121,17 @@ def test_markdown_plots_and_tau_table(experiment, capsys):
     assert float(vae_tau1["dream_mean"]) == pytest.approx(510)
     printed = capsys.readouterr().out
     assert "jepa_ema" in printed and "[150.0, 300.0]" in printed
+    # jepa_ema lost seed 2, random did not finish seed 1: the table says it is incomplete
+    assert "**Incomplete comparison**" in md and "Incomplete comparison" in printed
+    assert "`vae` seeds 0 1 2" in md and "`jepa_ema` seeds 0 1" in md
+
+
+def test_completeness_note_only_when_the_seed_sets_differ():
+    rows = [{"variant": "vae", "seeds": "0 1", "failed_seeds": "", "incomplete_seeds": ""},
+            {"variant": "jepa_ema", "seeds": "0 1", "failed_seeds": "", "incomplete_seeds": ""}]
+    assert report.completeness_note(rows) is None
+    rows[1]["seeds"] = "0"
+    assert "`vae` seeds 0 1; `jepa_ema` seeds 0)" in report.completeness_note(rows)
 
 
 def test_history_curves_reads_generations_and_real_checks():
