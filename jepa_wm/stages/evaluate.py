@@ -88,9 +88,9 @@ def main(cfg: Namespace) -> None:
     from rich.progress import Progress
 
     from jepa_wm.controller import ControllerFile
-    from jepa_wm.controller.cmaes import make_dream
+    from jepa_wm.controller.cmaes import check_config, make_dream
     from jepa_wm.controller.evaluate import evaluate, stage_wall_times, summary_line
-    from jepa_wm.io import is_done, mark_done, write_json
+    from jepa_wm.io import UserError, claim, is_done, mark_done, read_json, write_json
     from jepa_wm.memory import latents_store_path
     from jepa_wm.stages.train_controller import load_parts
 
@@ -101,12 +101,7 @@ def main(cfg: Namespace) -> None:
         print(f"evaluate: {out} is complete for this config (hash {h}); nothing to do")
         return
     if cfg.evaluate.episodes < 1 or cfg.evaluate.dream_episodes < 1:
-        from jepa_wm.io import UserError
-
         raise UserError("evaluate.episodes and evaluate.dream_episodes: accepted: >= 1")
-    from jepa_wm.controller.cmaes import check_config
-    from jepa_wm.io import UserError
-
     check_config(cfg.controller_train)
     if cfg.fidelity and not Path(cfg.fidelity).exists():  # before any episode is played
         raise UserError(f"{cfg.fidelity}: not found; run `jepa-wm fidelity` first, or leave "
@@ -118,8 +113,6 @@ def main(cfg: Namespace) -> None:
     controller = ControllerFile.load(cfg.controller)
     controller.check_fits(memory, cfg.controller)
     dream = make_dream(cfg.controller_train, memory, latents, store)
-    from jepa_wm.io import claim
-
     claim(out, h, "evaluate")  # another config's tau-table CMA-ES runs are never resumed
     with Progress(transient=True) as bar:
         task = bar.add_task("real episodes", total=cfg.evaluate.episodes)
@@ -131,8 +124,6 @@ def main(cfg: Namespace) -> None:
     wall = stage_wall_times(run_dir, latents_store_path(latents, cfg.data))
     wall["evaluate"] = time.time() - start
     if cfg.fidelity:
-        from jepa_wm.io import read_json
-
         results["fidelity"] = read_json(cfg.fidelity)
     results.update(seed=cfg.seed, variant=cfg.variant, experiment=cfg.experiment,
                    env=cfg.env, config_hash=h, controller_fitness=controller.fitness,

@@ -86,7 +86,6 @@ def main(cfg: Namespace) -> None:
     figures.update({k: metrics[k] for k in ("val_gmm_nll", "val_done_loss", "val_reward_loss",
                                              "final_gmm_nll") if k in metrics})
     figures["wall_time"] = time.time() - start
-    out.mkdir(parents=True, exist_ok=True)
     write_json(out / "fidelity.json", figures)
     run = wandb_run(cfg, "fidelity", out)
     try:

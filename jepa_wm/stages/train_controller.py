@@ -93,7 +93,6 @@ def main(cfg: Namespace) -> None:
     claim(out, h, "train-controller")  # another config's CMA-ES state is never resumed
     real = None if vision is None else real_player(cfg, vision, memory, cc.include_cell,
                                                    cc.workers)
-    out.mkdir(parents=True, exist_ok=True)
     run = wandb_run(cfg, "train-controller", out)
     try:
         state = Trainer(cfg, memory, dream, real, out, run).run()
