@@ -10,26 +10,26 @@ every job is played exactly once, whatever the order in which they end.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import closing
 from functools import partial
 
 import gymnasium as gym
 import numpy as np
 import torch
 
+from jepa_wm.envs.vizdoom import reap_engines
 from jepa_wm.nets.controller import ControllerPopulation
 
 
-def make_vector_env(cfg, workers: int) -> gym.vector.VectorEnv:
+def make_real_envs(cfg, workers: int) -> gym.vector.VectorEnv:
     """``workers`` copies of the configured env, no auto-reset (each env is reset with the
     seed of the job it takes next)."""
     from jepa_wm.envs import make_env
+    from jepa_wm.envs.vector import make_vector_env
 
-    fn = partial(make_env, cfg.env, image_size=cfg.image_size, frame_skip=cfg.frame_skip,
-                 max_episode_steps=cfg.max_episode_steps)
-    mode = gym.vector.AutoresetMode.DISABLED
-    if workers == 1:
-        return gym.vector.SyncVectorEnv([fn], autoreset_mode=mode)
-    return gym.vector.AsyncVectorEnv([fn] * workers, autoreset_mode=mode)
+    return make_vector_env(partial(make_env, cfg.env, image_size=cfg.image_size,
+                                   frame_skip=cfg.frame_skip,
+                                   max_episode_steps=cfg.max_episode_steps), workers)
 
 
 @torch.no_grad()
@@ -44,12 +44,11 @@ def play_real(cfg, vision, memory, population: ControllerPopulation, owners: np.
     """
     J = len(owners)
     W = max(1, min(workers, J))
-    envs = make_vector_env(cfg, W)
     H = memory.net.hidden_size
     returns, lengths = np.zeros(J), np.zeros(J, dtype=np.int64)
     job = np.arange(W)  # job each env is playing; -1 = idle (no jobs left)
     next_job, steps = W, 0
-    try:
+    with reap_engines(), closing(make_real_envs(cfg, W)) as envs:
         obs, _ = envs.reset(seed=[int(seeds[j]) for j in job])
         h, c = torch.zeros(W, H), torch.zeros(W, H)
         noise = torch.Generator().manual_seed(int(seeds[0]))
@@ -78,6 +77,4 @@ def play_real(cfg, vision, memory, population: ControllerPopulation, owners: np.
                     reset_seeds[i] = int(seeds[job[i]]) if job[i] >= 0 else None
                     h[i], c[i] = 0.0, 0.0
                 obs, _ = envs.reset(seed=reset_seeds, options={"reset_mask": ended})
-    finally:
-        envs.close()
     return {"returns": returns, "lengths": lengths, "steps": steps}

@@ -16,13 +16,14 @@ from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from jepa_wm.config import MAX_HOLD
 from jepa_wm.data.store import RolloutStore, RolloutWriter, action_storage, space_to_dict
 from jepa_wm.envs import default_step_limit, make_env
+from jepa_wm.envs.vector import make_vector_env
+from jepa_wm.envs.vizdoom import reap_engines
 from jepa_wm.io import UserError
 
 #: Separates the policy's random stream from the env's seed stream of the same episode.
@@ -149,7 +150,7 @@ def collect(env_id: str, out: str | Path, episodes: int, seed: int = 0, workers:
         out: Store folder; created, resumed, or appended to (same identity only).
         episodes: Total episodes the store must hold.
         seed: Store seed (episode ``i`` is seeded from ``(seed, i)``).
-        workers: Parallel envs (gymnasium AsyncVectorEnv; SyncVectorEnv for 1).
+        workers: Parallel envs (worker processes watched for death; in-process for 1).
         image_size, frame_skip, max_episode_steps: As ``make_env`` (None step limit =
             the env's own, 2100 for VizdoomTakeCover-v1).
         policy: A ``Policy``; default ``HoldRandomPolicy(action_space, seed, max_hold)``.
@@ -189,9 +190,10 @@ def collect(env_id: str, out: str | Path, episodes: int, seed: int = 0, workers:
     start = time.perf_counter()
     frames = 0
     if have < episodes:
-        frames = _run(writer, env_id, range(have, episodes), seed, workers, image_size,
-                      frame_skip, limit, env_kwargs, policy, episodes_per_shard,
-                      action_storage(action_space)[1], console if progress else None)
+        with reap_engines():
+            frames = _run(writer, env_id, range(have, episodes), seed, workers, image_size,
+                          frame_skip, limit, env_kwargs, policy, episodes_per_shard,
+                          action_storage(action_space)[1], console if progress else None)
     wall = time.perf_counter() - start
     summary = {**RolloutStore(out).summary(), "collected": episodes - have,
                "collected_frames": frames, "wall_time": wall,
@@ -208,10 +210,9 @@ def _run(writer: RolloutWriter, env_id: str, todo: range, seed: int, workers: in
     """Collect episodes ``todo`` (in index order) and write them shard by shard; returns
     the number of frames collected."""
     n = min(workers, len(todo))
-    fns = [partial(make_env, env_id, image_size, frame_skip, limit, **env_kwargs)] * n
-    kind = AsyncVectorEnv if n > 1 else SyncVectorEnv
     # autoreset off: every episode is reset by hand with its own seed.
-    envs = kind(fns, autoreset_mode=AutoresetMode.DISABLED)
+    envs = make_vector_env(partial(make_env, env_id, image_size, frame_skip, limit,
+                                   **env_kwargs), n)
     queue = iter(todo)
     # shard boundaries continue from the store's end in steps of per_shard.
     bounds = list(range(todo.start, todo.stop, per_shard)) + [todo.stop]

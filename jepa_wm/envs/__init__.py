@@ -8,7 +8,6 @@ Models paper's 2100 for VizDoom take-cover). The action space is the env's own.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -149,16 +148,18 @@ def make_env(env_id: str, image_size: int = 64, frame_skip: int = 1,
     if env_id.startswith("Vizdoom"):
         import vizdoom
 
-        # VizDoom's engine checks for ./_vizdoom/ and creates it when missing: two env
-        # processes starting together both try, and the second dies ("Failed to create
-        # ./_vizdoom/ directory: File exists"). Creating it first, race-free, avoids that.
-        os.makedirs("_vizdoom", exist_ok=True)
         # the smallest resolution VizDoom renders; no window (the wrapper's default).
         kwargs.setdefault("screen_resolution", vizdoom.ScreenResolution.RES_160X120)
     if limit is not None:
         # replace the registered limit (counted in raw steps) by ours, applied outside.
         kwargs["max_episode_steps"] = limit * frame_skip
     env = _gym_make(env_id, **kwargs)
+    if env_id.startswith("Vizdoom"):
+        # the engine's ./_vizdoom/ and ./_vizdoom.ini go to a private folder of the cache,
+        # not the user's folder, and two engines never race on one (envs/vizdoom.py)
+        from jepa_wm.envs.vizdoom import VizdoomEngine
+
+        env = VizdoomEngine(env)
     if _image_getter(env.observation_space) is not None:
         env = PixelObservation(env, image_size)
     elif "rgb_array" in (env.metadata.get("render_modes") or []):
