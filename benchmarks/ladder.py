@@ -33,8 +33,9 @@ import yaml
 from common import cpu_name, loadavg  # benchmarks/common.py (scripts run from their folder)
 
 from jepa_wm.config import data_hash
-from jepa_wm.pipeline import STAGE_ORDER as STAGES
-from jepa_wm.pipeline import resolve, run_paths
+from jepa_wm.contract import STAGE, run_paths
+from jepa_wm.contract import STAGE_ORDER as STAGES
+from jepa_wm.pipeline import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -145,13 +146,12 @@ def budget(c: dict) -> str:
 def stage_walls(cell: Path) -> dict[str, float | None]:
     """Seconds per stage of a cell; a stage shared from another rung (a symlinked folder)
     counts what it cost in the rung that made it."""
-    from jepa_wm.pipeline import STAGE_DIRS
-
     pipe = (_read(cell / "pipeline.json") or {}).get("stages", {})
     walls = {s: (pipe.get(s) or {}).get("wall_time") for s in STAGES}
-    for stage, folder in STAGE_DIRS.items():
-        if (cell / folder).is_symlink():
-            source = (_read((cell / folder).resolve().parent / "pipeline.json") or {})
+    for stage in STAGES[1:]:  # the store is shared by every cell of a seed, never linked
+        folder = cell / STAGE[stage].folder
+        if folder.is_symlink():
+            source = (_read(folder.resolve().parent / "pipeline.json") or {})
             walls[stage] = (source.get("stages", {}).get(stage) or {}).get("wall_time")
     return walls
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from common import cpu_name, loadavg  # benchmarks/common.py (scripts run from their folder)
 
-from jepa_wm.pipeline import run_paths
+from jepa_wm.contract import run_paths
 from jepa_wm.report import STAGES, find_runs, summarize, train_length, wall_times
 from jepa_wm.sweep import load_sweep, make_cells
 

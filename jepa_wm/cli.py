@@ -13,7 +13,8 @@ import os
 import sys
 import traceback
 
-from jepa_wm.stages import STAGES, build_parser
+from jepa_wm.contract import COMMANDS
+from jepa_wm.stages import build_parser
 
 #: File-system errors that are the user's to fix, with what to do about them.
 FILE_ERRORS = {
@@ -30,7 +31,7 @@ FILE_ERRORS = {
 
 
 def _usage() -> str:
-    rows = "\n".join(f"  {name:<18} {doc}" for name, doc in STAGES.items())
+    rows = "\n".join(f"  {name:<18} {doc}" for name, doc in COMMANDS.items())
     return ("usage: jepa-wm <stage> [--config FILE ...] [options] [--debug]\n\nstages:\n" + rows +
             "\n\n`jepa-wm <stage> --help` lists a stage's options; "
             "`--print_config` shows the resolved config.")
@@ -42,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     stage, rest = argv[0], argv[1:]
-    if stage not in STAGES:
-        print(f"error: unknown stage {stage!r}; choose one of: {', '.join(STAGES)}",
+    if stage not in COMMANDS:
+        print(f"error: unknown stage {stage!r}; choose one of: {', '.join(COMMANDS)}",
               file=sys.stderr)
         return 2
     # --debug is the CLI's own flag (tracebacks on errors), not part of the config

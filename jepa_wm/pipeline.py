@@ -1,11 +1,6 @@
 """``run``: every stage of one variant and seed, in order, skipping what is already done.
 
-Layout (one experiment folder holds every variant and seed)::
-
-    RUNS/<experiment>/data/<env>-seed<k>-<data hash>/rollouts/   shared by all variants
-    RUNS/<experiment>/<variant>/seed<k>/{vision,latents,memory,fidelity,controller,eval}/
-    RUNS/<experiment>/<variant>/seed<k>/config.yaml              the resolved config
-    RUNS/<experiment>/<variant>/seed<k>/pipeline.json            stage fingerprints, times
+The run folder layout and the stage table are ``jepa_wm.contract``'s.
 
 Each stage skips itself when its ``DONE.json`` matches its config hash and resumes when
 partial. On top of that the pipeline records a fingerprint per stage (its resolved config
@@ -22,7 +17,6 @@ import json
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,83 +24,18 @@ import yaml
 from jsonargparse import Namespace
 
 from jepa_wm.config import data_hash, to_dict
+from jepa_wm.contract import STAGE, STAGE_ORDER, RunPaths, run_paths
 from jepa_wm.io import DONE_FILE, UserError, hash_obj, write_json, write_yaml
 
-STAGE_ORDER = ("collect", "train-vision", "encode", "train-memory", "fidelity",
-               "train-controller", "evaluate")
 # Keys that change how a stage reports, never what it computes.
 NON_SEMANTIC_KEYS = ("config", "debug", "wandb", "sweep", "out", "print_config")
 PIPELINE_FILE = "pipeline.json"
 FAILED_FILE = "FAILED.json"
 
 
-def safe_name(text: str) -> str:
-    """A folder-safe version of an env id or label (``ALE/Pong-v5`` -> ``ALE_Pong-v5``)."""
-    return "".join(c if c.isalnum() or c in "-_.=+," else "_" for c in str(text))
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """Where one variant+seed run (a sweep "cell") reads and writes."""
-
-    root: Path   # RUNS/<experiment>
-    store: Path  # RUNS/<experiment>/data/<env>-seed<k>-<hash>
-    cell: Path   # RUNS/<experiment>/<variant>/seed<k>
-
-    @property
-    def rollouts(self) -> Path:
-        return self.store / "rollouts"
-
-    def stage_dir(self, stage: str) -> Path:
-        """The output folder of ``stage``."""
-        if stage == "collect":
-            return self.rollouts
-        return self.cell / STAGE_DIRS[stage]
-
-
-STAGE_DIRS = {"train-vision": "vision", "encode": "latents", "train-memory": "memory",
-              "fidelity": "fidelity", "train-controller": "controller", "evaluate": "eval"}
-
-
-def run_paths(cfg: Namespace, runs: str | os.PathLike) -> RunPaths:
-    """The folders of the run described by the resolved ``cfg`` under ``runs``."""
-    root = Path(runs) / safe_name(cfg.experiment)
-    store = root / "data" / f"{safe_name(cfg.env)}-seed{cfg.seed}-{data_hash(cfg)}"
-    cell = root / safe_name(cfg.variant) / f"seed{cfg.seed}"
-    return RunPaths(root=root, store=store, cell=cell)
-
-
 def stage_inputs(paths: RunPaths) -> dict[str, dict[str, Path]]:
-    """Every path flag a stage may take (the stage gets those its parser declares)."""
-    vision_ckpt = paths.stage_dir("train-vision") / "final.ckpt"
-    memory_ckpt = paths.stage_dir("train-memory") / "final.ckpt"
-    controller = paths.stage_dir("train-controller") / "best.npz"
-    latents, data = paths.stage_dir("encode"), paths.rollouts
-    return {
-        "collect": {},
-        "train-vision": {"data": data},
-        "encode": {"vision": vision_ckpt, "data": data},
-        "train-memory": {"latents": latents, "data": data},
-        "fidelity": {"memory": memory_ckpt, "latents": latents, "data": data},
-        "train-controller": {"vision": vision_ckpt, "memory": memory_ckpt,
-                             "latents": latents, "data": data},
-        "evaluate": {"vision": vision_ckpt, "memory": memory_ckpt, "controller": controller,
-                     "latents": latents, "data": data,
-                     "fidelity": paths.stage_dir("fidelity") / "fidelity.json"},
-    }
-
-
-# The stages whose DONE.json stamps a stage's fingerprint depends on.
-UPSTREAM = {
-    "collect": (),
-    "train-vision": ("collect",),
-    "encode": ("collect", "train-vision"),
-    "train-memory": ("collect", "encode"),
-    "fidelity": ("collect", "encode", "train-memory"),
-    "train-controller": ("collect", "train-vision", "encode", "train-memory"),
-    "evaluate": ("collect", "train-vision", "encode", "train-memory", "fidelity",
-                 "train-controller"),
-}
+    """Every stage's path flags in this run (the stage gets those its parser declares)."""
+    return {stage: paths.inputs(stage) for stage in STAGE_ORDER}
 
 
 @functools.lru_cache(maxsize=1)
@@ -152,7 +81,7 @@ def fingerprint(stage: str, stage_cfg: Namespace, paths: RunPaths) -> str:
     # Path flags are left out: they follow from the run's identity, and the inputs' stamps
     # below say whether what is behind them changed.
     semantic = _semantic(schema_values(stage_cfg))
-    inputs = {up: done_stamp(paths.stage_dir(up)) for up in UPSTREAM[stage]}
+    inputs = {up: done_stamp(paths.stage_dir(up)) for up in STAGE[stage].upstream}
     return hash_obj({"stage": stage, "cfg": semantic, "inputs": inputs}, n=16)
 
 

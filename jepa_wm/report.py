@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from jepa_wm.contract import STAGE_ORDER, stage_folder
 from jepa_wm.io import UserError
 
 if TYPE_CHECKING:
     import torch
 
-STAGES = ("collect", "train-vision", "encode", "train-memory", "fidelity", "train-controller",
-          "evaluate")
+STAGES = STAGE_ORDER  # the report's wall-time columns
 #: results.json ``fidelity`` figures shown per variant (mean over seeds).
 FIDELITY_KEYS = ("death_sum_per_episode", "brier", "policy_survival_dream",
                  "policy_survival_real", "policy_survival_ratio", "open_loop_mse_10",
@@ -93,10 +93,10 @@ def find_runs(root: str | os.PathLike) -> list[SeedRun]:
                 config = yaml.safe_load((seed_dir / "config.yaml").read_text())
             runs.append(SeedRun(
                 variant=variant_dir.name, seed=int(m.group(1)), folder=seed_dir,
-                results=_read(seed_dir / "eval" / "results.json"),
-                vision=_read(seed_dir / "vision" / "metrics.json"),
-                memory=_read(seed_dir / "memory" / "metrics.json"),
-                history=_read(seed_dir / "controller" / "history.json"),
+                results=_read(stage_folder(seed_dir, "evaluate") / "results.json"),
+                vision=_read(stage_folder(seed_dir, "train-vision") / "metrics.json"),
+                memory=_read(stage_folder(seed_dir, "train-memory") / "metrics.json"),
+                history=_read(stage_folder(seed_dir, "train-controller") / "history.json"),
                 failed=_read(seed_dir / "FAILED.json"),
                 pipeline=_read(seed_dir / "pipeline.json"), config=config))
     if not runs:
@@ -651,9 +651,9 @@ def _render_dream_gif(run: SeedRun, path: Path, max_frames: int, seed: int, scal
     if not store_dir:
         raise UserError(f"{run.folder}/pipeline.json: does not name the rollout store")
     store = RolloutStore(Path(store_dir) / "rollouts")
-    memory = load_memory(run.folder / "memory" / "final.ckpt")
-    latents = load_latents(run.folder / "latents")
-    vision = load_vision(run.folder / "vision" / "final.ckpt")
+    memory = load_memory(stage_folder(run.folder, "train-memory") / "final.ckpt")
+    latents = load_latents(stage_folder(run.folder, "encode"))
+    vision = load_vision(stage_folder(run.folder, "train-vision") / "final.ckpt")
     tau = float(((run.config or {}).get("controller_train") or {}).get("tau", 1.0))
 
     ep = int(np.argmax(store.episode_lengths))  # the longest episode shows the most

@@ -32,6 +32,7 @@ from typing import Any
 from jsonargparse import ArgumentParser, Namespace
 
 from jepa_wm import pipeline
+from jepa_wm.contract import run_paths, safe_name
 from jepa_wm.io import UserError, write_json
 
 LAUNCHERS = ("local", "slurm", "submitit-local")
@@ -124,7 +125,7 @@ def _label(variant: str, combo: dict[str, Any]) -> str:
     parts = [f"{k.split('.')[-1] if lasts.count(k.split('.')[-1]) == 1 else k}="
              f"{v if isinstance(v, (int, float, str)) else json.dumps(v, separators=(',', ':'))}"
              for k, v in combo.items()]
-    return pipeline.safe_name("--".join([variant, *parts]))
+    return safe_name("--".join([variant, *parts]))
 
 
 def make_cells(spec: Namespace, runs: str | os.PathLike, jobs: int = 1) -> list[Cell]:
@@ -152,7 +153,7 @@ def make_cells(spec: Namespace, runs: str | os.PathLike, jobs: int = 1) -> list[
 
 
 def _write_failure(cell: Cell, error: str, trace: str = "") -> None:
-    folder = Path(cell.folder or pipeline.run_paths(cell.resolve(), cell.runs).cell)
+    folder = Path(cell.folder or run_paths(cell.resolve(), cell.runs).cell)
     write_json(folder / pipeline.FAILED_FILE, {
         "cell": cell.name, "error": error, "traceback": trace, "host": socket.gethostname(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
@@ -243,10 +244,10 @@ def sweep(path: str | os.PathLike, runs: str | os.PathLike = "runs", launcher: s
     spec = load_sweep(path)
     cells = make_cells(spec, runs, jobs)
     cfgs = [c.resolve() for c in cells]
-    cells = [replace(c, folder=str(pipeline.run_paths(cfg, c.runs).cell))
+    cells = [replace(c, folder=str(run_paths(cfg, c.runs).cell))
              for c, cfg in zip(cells, cfgs)]
     todo = [c for c, cfg in zip(cells, cfgs) if not pipeline.is_complete(cfg, c.runs)]
-    root = pipeline.run_paths(cfgs[0], cells[0].runs).root
+    root = run_paths(cfgs[0], cells[0].runs).root
     print(f"sweep {spec.name}: {len(cells)} cells ({len(spec.variants)} variants x "
           f"{len(spec.seeds)} seeds x {len(cells) // len(spec.variants) // len(spec.seeds)} "
           f"override sets); {len(cells) - len(todo)} done, {len(todo)} to run -> {root}")

@@ -140,7 +140,7 @@ def test_cmaes_improves_dream_fitness_then_evaluate_writes_results(run_dir):
     assert results["dream_real_gap"] == pytest.approx(results["dream_mean"] -
                                                       results["real_mean"])
     assert results["tau"] == 1.15 and results["seed"] == 0
-    assert {"memory", "controller", "evaluate"} <= set(results["wall_time"])
+    assert {"train-memory", "train-controller", "evaluate"} <= set(results["wall_time"])
     assert "real" in proc.stdout and "dream" in proc.stdout
 
 

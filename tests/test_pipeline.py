@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jepa_wm import pipeline
+from jepa_wm import contract, pipeline
 from jepa_wm.io import UserError, mark_done
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,14 +24,14 @@ def resolve(tmp_path, variant="vae", seed=0, **overrides):
 
 def test_variants_share_the_store_of_one_budget_and_seed_only(tmp_path):
     vae, jepa = resolve(tmp_path, "vae"), resolve(tmp_path, "jepa_ema")
-    p_vae, p_jepa = pipeline.run_paths(vae, tmp_path), pipeline.run_paths(jepa, tmp_path)
+    p_vae, p_jepa = contract.run_paths(vae, tmp_path), contract.run_paths(jepa, tmp_path)
     assert p_vae.store == p_jepa.store
     assert p_vae.rollouts.parent.parent == tmp_path / "smoke" / "data"
     assert p_vae.cell == tmp_path / "smoke" / "vae" / "seed0"
     assert p_jepa.cell == tmp_path / "smoke" / "jepa_ema" / "seed0"
     # another budget or seed never reuses the store
-    more = pipeline.run_paths(resolve(tmp_path, "vae", episodes=7), tmp_path)
-    other_seed = pipeline.run_paths(resolve(tmp_path, "vae", seed=1), tmp_path)
+    more = contract.run_paths(resolve(tmp_path, "vae", episodes=7), tmp_path)
+    other_seed = contract.run_paths(resolve(tmp_path, "vae", seed=1), tmp_path)
     assert len({p_vae.store, more.store, other_seed.store}) == 3
 
 
@@ -53,9 +53,9 @@ def test_variant_name_is_the_variant_key_or_the_file_stem(tmp_path):
 
 def test_each_stage_gets_its_inputs_and_its_own_folder(tmp_path):
     cfg = resolve(tmp_path)
-    paths = pipeline.run_paths(cfg, tmp_path)
+    paths = contract.run_paths(cfg, tmp_path)
     cell = paths.cell
-    stage_cfgs = {s: pipeline.stage_config(s, cfg, paths)[0] for s in pipeline.STAGE_ORDER}
+    stage_cfgs = {s: pipeline.stage_config(s, cfg, paths)[0] for s in contract.STAGE_ORDER}
     assert stage_cfgs["collect"].out == str(paths.rollouts)
     assert stage_cfgs["train-vision"].data == str(paths.rollouts)
     assert stage_cfgs["encode"].vision == str(cell / "vision" / "final.ckpt")
@@ -69,8 +69,8 @@ def test_each_stage_gets_its_inputs_and_its_own_folder(tmp_path):
 
 def test_a_redone_input_changes_the_downstream_fingerprint(tmp_path):
     cfg = resolve(tmp_path)
-    paths = pipeline.run_paths(cfg, tmp_path)
-    for stage in pipeline.STAGE_ORDER:
+    paths = contract.run_paths(cfg, tmp_path)
+    for stage in contract.STAGE_ORDER:
         mark_done(paths.stage_dir(stage), "h")
     encode_cfg, _ = pipeline.stage_config("encode", cfg, paths)
     vision_cfg, _ = pipeline.stage_config("train-vision", cfg, paths)
@@ -93,7 +93,7 @@ def test_file_lock_excludes_a_second_holder(tmp_path):
 
 def test_a_changed_config_keeps_the_previous_one(tmp_path, capsys):
     cfg = resolve(tmp_path)
-    paths = pipeline.run_paths(cfg, tmp_path)
+    paths = contract.run_paths(cfg, tmp_path)
     pipeline.save_config(cfg, paths)
     saved = yaml.safe_load((paths.cell / "config.yaml").read_text())
     assert saved["variant"] == "vae" and saved["vision_train"]["max_steps"] == 4
@@ -103,3 +103,20 @@ def test_a_changed_config_keeps_the_previous_one(tmp_path, capsys):
     pipeline.save_config(resolve(tmp_path, **{"controller_train.generations": 5}), paths)
     assert yaml.safe_load((paths.cell / "config.previous.yaml").read_text()) == saved
     assert "config.previous.yaml" in capsys.readouterr().out
+
+
+def test_the_stage_table_matches_every_stage_parser():
+    """Each stage's path flags in the table are the ones its CLI parser takes (besides
+    --out), and the table's order reads only from earlier stages."""
+    from jepa_wm.stages import build_parser
+
+    for i, stage in enumerate(contract.STAGE_ORDER):
+        parser, _ = build_parser(stage)
+        flags = {a.dest for a in parser._actions}
+        reads = set(contract.STAGE[stage].reads)
+        assert reads <= flags, (stage, reads - flags)
+        path_flags = {"data", "vision", "latents", "memory", "controller", "fidelity"}
+        assert flags & path_flags == reads, stage
+        assert set(contract.STAGE[stage].upstream) <= set(contract.STAGE_ORDER[:i])
+    assert list(contract.COMMANDS)[:len(contract.STAGE_ORDER) + 1] == [
+        "collect", "inspect", *contract.STAGE_ORDER[1:]]

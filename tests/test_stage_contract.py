@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from jepa_wm import pipeline
+from jepa_wm import contract, pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "experiments" / "smoke.yaml"
 VAE = ROOT / "configs" / "variants" / "vae.yaml"
-STAGES = pipeline.STAGE_ORDER
+STAGES = contract.STAGE_ORDER
 
 
 def run(runs: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -58,7 +58,7 @@ def cell(runs: Path) -> Path:
 
 
 def done_hashes(runs: Path) -> dict[str, str]:
-    paths = pipeline.run_paths(pipeline.resolve([SMOKE, VAE], 0, runs), runs)
+    paths = contract.run_paths(pipeline.resolve([SMOKE, VAE], 0, runs), runs)
     return {s: json.loads((paths.stage_dir(s) / "DONE.json").read_text())["config_hash"]
             for s in STAGES}
 
@@ -90,7 +90,7 @@ CHANGES = [
 def test_a_changed_key_redoes_its_stage_and_everything_downstream(runs, key, value, first,
                                                                    check):
     before = done_hashes(runs)
-    old = {s: pipeline.run_paths(pipeline.resolve([SMOKE, VAE], 0, runs), runs).stage_dir(s)
+    old = {s: contract.run_paths(pipeline.resolve([SMOKE, VAE], 0, runs), runs).stage_dir(s)
            for s in STAGES}
     proc = run(runs, f"--{key}={value}")
     redone = [s for s in STAGES[STAGES.index(first):]

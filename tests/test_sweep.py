@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from jepa_wm import pipeline, sweep
+from jepa_wm import contract, sweep
 from jepa_wm.io import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,7 +148,7 @@ def test_second_run_of_a_finished_run_does_no_work(smoke_runs):
     before = {p: p.stat().st_mtime_ns for p in markers}
     out = jepa_wm("run", "--config", SMOKE, "--config", VAE, "--seed", 0, "--out", smoke_runs)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.count("skipped (done)") == len(pipeline.STAGE_ORDER)
+    assert out.stdout.count("skipped (done)") == len(contract.STAGE_ORDER)
     assert "ran nothing" in out.stdout
     assert {p: p.stat().st_mtime_ns for p in markers} == before
     again = jepa_wm("sweep", "configs/sweeps/smoke.yaml", "--out", smoke_runs)

@@ -49,14 +49,9 @@ def dream_scores(dream: Dream, controller: ControllerFile, episodes: int,
     return out["returns"].numpy()
 
 
-def stage_wall_times(run_dir: Path, store_dir: Path | None = None) -> dict[str, float]:
-    """Wall time of every finished stage of this run, from its ``DONE.json`` or
-    ``metrics.json`` (the first of ``WALL_TIME_KEYS`` present), where recorded."""
-    folders = {"vision": run_dir / "vision", "encode": run_dir / "latents",
-               "memory": run_dir / "memory", "fidelity": run_dir / "fidelity",
-               "controller": run_dir / "controller"}
-    if store_dir is not None:
-        folders = {"collect": store_dir, **folders}
+def stage_wall_times(folders: dict[str, Path]) -> dict[str, float]:
+    """Wall time of each finished stage in ``folders`` (stage -> the folder it wrote), from
+    its ``DONE.json`` or ``metrics.json`` (the first of ``WALL_TIME_KEYS`` present)."""
     times = {}
     for stage, folder in folders.items():
         for name in ("DONE.json", "metrics.json"):

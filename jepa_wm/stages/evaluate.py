@@ -87,6 +87,7 @@ def log_results(cfg: Namespace, out: Path, results: dict) -> None:
 def main(cfg: Namespace) -> None:
     from rich.progress import Progress
 
+    from jepa_wm.contract import STAGE, input_folders
     from jepa_wm.controller import ControllerFile
     from jepa_wm.controller.cmaes import check_config, make_dream
     from jepa_wm.controller.evaluate import evaluate, stage_wall_times, summary_line
@@ -120,8 +121,10 @@ def main(cfg: Namespace) -> None:
                            on_episode=lambda job, ret: bar.advance(task))
     if cfg.evaluate.taus:
         results["tau_table"] = tau_table(cfg, memory, vision, latents, store, out)
-    run_dir = Path(cfg.controller).resolve().parent.parent
-    wall = stage_wall_times(run_dir, latents_store_path(latents, cfg.data))
+    # the stages this one read, found through its own path flags (the stage table's)
+    flags = {flag: getattr(cfg, flag, None) for flag in STAGE["evaluate"].reads}
+    flags["data"] = latents_store_path(latents, cfg.data)
+    wall = stage_wall_times(input_folders("evaluate", flags))
     wall["evaluate"] = time.time() - start
     if cfg.fidelity:
         results["fidelity"] = read_json(cfg.fidelity)
