@@ -15,8 +15,6 @@ from typing import Any, Optional
 import torch
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
-from jepa_wm.io import hash_obj
-
 
 @dataclass
 class TrainConfig:
@@ -189,8 +187,6 @@ def experiment_parser(prog: str = "jepa-wm", description: str | None = None) -> 
     return p
 
 
-DATA_KEYS = ("env", "image_size", "frame_skip", "max_episode_steps", "episodes", "seed",
-             "max_hold")
 
 
 def to_dict(cfg: Namespace | dict) -> dict:
@@ -201,9 +197,11 @@ def to_dict(cfg: Namespace | dict) -> dict:
 
 
 def data_hash(cfg: Namespace) -> str:
-    """Identity of a rollout store: env, image size, frame skip, step limit, budget, seed,
-    data policy (``max_hold``)."""
-    return hash_obj({k: cfg[k] for k in DATA_KEYS})
+    """Identity of a rollout store (``contract.DATA_KEYS``: env, image size, frame skip,
+    step limit, budget, seed, data policy)."""
+    from jepa_wm.contract import identity
+
+    return identity("collect", cfg)
 
 
 #: Keys of a section that change how fast a stage runs, never what it computes: a stage
@@ -218,6 +216,3 @@ def semantic_section(value: Any) -> Any:
     return value
 
 
-def section_hash(cfg: Namespace, *keys: str, upstream: str = "") -> str:
-    """Hash of the config sections a stage depends on, chained to its input's hash."""
-    return hash_obj({"upstream": upstream, **{k: semantic_section(cfg[k]) for k in keys}})

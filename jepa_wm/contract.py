@@ -1,5 +1,10 @@
 """The stage contract in one place: every pipeline stage, the folder it writes, the stages
-whose output it reads (through which path flag, which file), and the run folder layout.
+whose output it reads (through which path flag, which file), the config keys its result
+depends on, and the run folder layout.
+
+A stage's identity (the hash in its ``STAGE.json``/``DONE.json``) is ``identity(stage, cfg,
+upstream)``: its own keys (speed-only keys left out) plus the identities of its inputs, so a
+change anywhere upstream reaches every stage downstream.
 
 The CLI, ``pipeline``, ``sweep``, ``report``, the wall-time code and the benchmarks read
 this table; nothing else lists the stages or derives where a stage writes.
@@ -26,13 +31,16 @@ class Stage:
 
     name: the CLI subcommand; help: its one-line description; folder: where it writes
     inside a cell (``None`` for collect, which writes the shared store's ``rollouts/``);
-    reads: path flag -> (upstream stage, file in that stage's folder, ``""`` = the folder).
+    reads: path flag -> (upstream stage, file in that stage's folder, ``""`` = the folder);
+    keys: the config keys (sections or dotted keys) its result depends on, besides its
+    inputs.
     """
 
     name: str
     help: str
     folder: str | None
     reads: dict[str, tuple[str, str]] = field(default_factory=dict)
+    keys: tuple[str, ...] = ()
 
     @property
     def upstream(self) -> tuple[str, ...]:
@@ -41,28 +49,44 @@ class Stage:
         return tuple(s for s in STAGE_ORDER if s in used)
 
 
+#: What makes a rollout store: env, frames, step limit, budget, seed and data policy.
+DATA_KEYS = ("env", "image_size", "frame_skip", "max_episode_steps", "episodes", "seed",
+             "max_hold")
+#: The real env a controller plays.
+ENV_KEYS = ("env", "image_size", "frame_skip", "max_episode_steps")
+#: The dream the fidelity figures are measured in: C's temperature and death rule, the step
+#: limit, the number of dreams and the data policy played in them.
+DREAM_KEYS = ("controller_train.tau", "controller_train.done", "controller_train.done_threshold",
+              "controller_train.start", "max_episode_steps", "evaluate.fidelity_dreams",
+              "max_hold")
+
 _STORE = ("collect", "")
 _V = ("train-vision", "final.ckpt")
 _Z = ("encode", "")
 _M = ("train-memory", "final.ckpt")
 
 PIPELINE: tuple[Stage, ...] = (
-    Stage("collect", "Collect episodes of a real env into a rollout store.", None),
+    Stage("collect", "Collect episodes of a real env into a rollout store.", None,
+          keys=DATA_KEYS),
     Stage("train-vision", "Train a vision model V (VAE, JEPA or random) on a rollout store.",
-          "vision", {"data": _STORE}),
+          "vision", {"data": _STORE}, keys=("vision_model", "vision_train", "seed")),
     Stage("encode", "Encode every stored frame with a trained V into a latent set.",
           "latents", {"vision": _V, "data": _STORE}),
     Stage("train-memory", "Train the MDN-RNN M on a latent set.",
-          "memory", {"latents": _Z, "data": _STORE}),
+          "memory", {"latents": _Z, "data": _STORE},
+          keys=("memory_model", "memory_train", "seed")),
     Stage("fidelity", "Measure how faithful M's dream is on held-out episodes (before "
-          "CMA-ES).", "fidelity", {"memory": _M, "latents": _Z, "data": _STORE}),
+          "CMA-ES).", "fidelity", {"memory": _M, "latents": _Z, "data": _STORE},
+          keys=(*DREAM_KEYS, "seed")),
     Stage("train-controller", "Train the linear controller C with CMA-ES in the dream or the "
           "real env.", "controller", {"vision": _V, "memory": _M, "latents": _Z,
-                                      "data": _STORE}),
+                                      "data": _STORE},
+          keys=("controller_train", "seed", *ENV_KEYS)),
     Stage("evaluate", "Evaluate C in the real env and in the dream; write results.json.",
           "eval", {"vision": _V, "memory": _M, "controller": ("train-controller", "best.npz"),
                    "latents": _Z, "data": _STORE,
-                   "fidelity": ("fidelity", "fidelity.json")}),
+                   "fidelity": ("fidelity", "fidelity.json")},
+          keys=("evaluate", "controller_train", "seed", *ENV_KEYS)),
 )
 
 STAGE = {s.name: s for s in PIPELINE}
@@ -80,6 +104,16 @@ TOOLS = {
 COMMANDS = {"collect": STAGE["collect"].help, "inspect": TOOLS["inspect"],
             **{s.name: s.help for s in PIPELINE[1:]},
             **{k: v for k, v in TOOLS.items() if k != "inspect"}}
+
+
+def identity(stage: str, cfg: Any, upstream: str = "") -> str:
+    """The identity of ``stage``'s result: a hash of its ``keys`` in ``cfg`` (speed-only keys
+    left out) chained to ``upstream``, the identities of its inputs."""
+    from jepa_wm.config import semantic_section
+    from jepa_wm.io import hash_obj
+
+    return hash_obj({"stage": stage, "upstream": upstream,
+                     **{k: semantic_section(cfg[k]) for k in STAGE[stage].keys}})
 
 
 def safe_name(text: str) -> str:
@@ -116,10 +150,8 @@ class RunPaths:
 
 def run_paths(cfg: Any, runs: str | os.PathLike) -> RunPaths:
     """The folders of the run described by the resolved ``cfg`` under ``runs``."""
-    from jepa_wm.config import data_hash
-
     root = Path(runs) / safe_name(cfg.experiment)
-    store = root / "data" / f"{safe_name(cfg.env)}-seed{cfg.seed}-{data_hash(cfg)}"
+    store = root / "data" / f"{safe_name(cfg.env)}-seed{cfg.seed}-{identity('collect', cfg)}"
     cell = root / safe_name(cfg.variant) / f"seed{cfg.seed}"
     return RunPaths(root=root, store=store, cell=cell)
 

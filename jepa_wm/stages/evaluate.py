@@ -28,14 +28,12 @@ def add_arguments(parser: ArgumentParser) -> None:
 
 def config_hash(cfg: Namespace) -> str:
     """What the evaluation depends on: its section, C's section (τ) and C itself."""
-    from jepa_wm.config import section_hash
+    from jepa_wm.contract import identity
     from jepa_wm.io import sha256_file
 
     fidelity = sha256_file(cfg.fidelity)[:16] if cfg.fidelity and Path(
         cfg.fidelity).exists() else ""
-    return section_hash(cfg, "evaluate", "controller_train", "seed", "env", "image_size",
-                        "frame_skip", "max_episode_steps",
-                        upstream=sha256_file(cfg.controller)[:16] + fidelity)
+    return identity("evaluate", cfg, upstream=sha256_file(cfg.controller)[:16] + fidelity)
 
 
 def tau_table(cfg: Namespace, memory, vision, latents, store, out: Path) -> list[dict]:

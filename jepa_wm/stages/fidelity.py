@@ -30,12 +30,12 @@ def dream_settings(cfg: Namespace) -> dict:
 
 
 def config_hash(cfg: Namespace) -> str:
-    """What the figures depend on: the dream settings, the seed and M."""
-    from jepa_wm.io import hash_obj
+    """What the figures depend on: the dream settings and the seed (the stage table's
+    keys) and M."""
+    from jepa_wm.contract import identity
     from jepa_wm.stages.train_memory import upstream_hash
 
-    return hash_obj({"dream": dream_settings(cfg), "seed": cfg.seed,
-                     "upstream": upstream_hash(Path(cfg.memory).parent)})
+    return identity("fidelity", cfg, upstream=upstream_hash(Path(cfg.memory).parent))
 
 
 def summary_line(f: dict) -> str:

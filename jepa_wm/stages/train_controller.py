@@ -25,12 +25,12 @@ def add_arguments(parser: ArgumentParser) -> None:
 
 
 def config_hash(cfg: Namespace) -> str:
-    """What C depends on: its section, the env, the seed and M."""
-    from jepa_wm.config import section_hash
+    """What C depends on: its keys in the stage table (its section, the env, the seed) and
+    M."""
+    from jepa_wm.contract import identity
     from jepa_wm.stages.train_memory import upstream_hash
 
-    return section_hash(cfg, "controller_train", "seed", "env", "image_size", "frame_skip",
-                        "max_episode_steps", upstream=upstream_hash(Path(cfg.memory).parent))
+    return identity("train-controller", cfg, upstream=upstream_hash(Path(cfg.memory).parent))
 
 
 def real_player(cfg, vision, memory, include_cell: bool, workers: int):

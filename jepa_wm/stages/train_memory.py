@@ -31,11 +31,10 @@ def upstream_hash(folder: str | Path) -> str:
 
 
 def config_hash(cfg: Namespace) -> str:
-    """What M depends on: its sections, the seed and the latent set."""
-    from jepa_wm.config import section_hash
+    """What M depends on: its keys in the stage table and the latent set."""
+    from jepa_wm.contract import identity
 
-    return section_hash(cfg, "memory_model", "memory_train", "seed",
-                        upstream=upstream_hash(cfg.latents))
+    return identity("train-memory", cfg, upstream=upstream_hash(cfg.latents))
 
 
 def main(cfg: Namespace) -> None:

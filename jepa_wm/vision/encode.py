@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from jepa_wm import io
+from jepa_wm.contract import identity as stage_identity
 from jepa_wm.data.latents import META_FILE, Z_FILE, write_latents
 from jepa_wm.data.store import RolloutStore
 from jepa_wm.vision.base import VisionModule, load_vision
@@ -72,8 +73,8 @@ def encode_store(vision: str | Path, data: str | Path, out: str | Path,
                            "train-vision")
     vision_sha = io.sha256_file(vision)
     identity = store_identity(store)
-    config_hash = io.hash_obj({"vision_sha256": vision_sha, "store": identity["meta_hash"],
-                               "format": LATENTS_FORMAT})
+    config_hash = stage_identity("encode", {}, upstream=io.hash_obj({
+        "vision_sha256": vision_sha, "store": identity["meta_hash"], "format": LATENTS_FORMAT}))
     if io.is_done(out, config_hash) and (out / Z_FILE).exists():
         print(f"encode: {out} is done for this checkpoint and store; skipping")
         return out

@@ -22,7 +22,8 @@ from lightning_fabric.utilities.exceptions import MisconfigurationException
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from jepa_wm import io
-from jepa_wm.config import check_train_config, semantic_section, to_dict
+from jepa_wm.config import check_train_config, to_dict
+from jepa_wm.contract import identity
 from jepa_wm.data.datasets import FrameDataset, WindowDataset, split_episodes
 from jepa_wm.data.store import RolloutStore
 from jepa_wm.envs import action_dim
@@ -212,9 +213,7 @@ def train_vision(cfg: Namespace, data: str | Path, out: str | Path) -> Path:
     check_store_matches(cfg, store)
     spec = resolve_spec(cfg, store)
     # threads and loader workers change speed, not results: a rerun with others resumes
-    train = semantic_section(cfg.vision_train)
-    config_hash = io.hash_obj({"data": io.hash_obj(store.meta), "vision_model": spec,
-                               "vision_train": train, "seed": cfg.seed})
+    config_hash = identity("train-vision", cfg, upstream=io.hash_obj(store.meta))
     final = out / "final.ckpt"
     if io.is_done(out, config_hash) and final.exists():
         print(f"train-vision: {out} is done for this config; skipping")
