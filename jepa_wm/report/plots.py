@@ -1,0 +1,122 @@
+"""The report's PNG plots: scores per variant, CMA-ES curves, the temperature table."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jepa_wm.report.runs import SeedRun, flatten, pick
+
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (no display; imported only when plotting)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    """Lay out, write as PNG and close ``fig``; return ``path``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def plot_scores(rows: list[dict], runs: list[SeedRun], path: Path) -> Path:
+    """Real score per variant: mean with its 95% CI, each seed as a dot, dream as a ring."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(rows), 4))
+    for i, row in enumerate(rows):
+        seeds = [r.results["real_mean"] for r in runs if r.variant == row["variant"] and r.ok]
+        ax.scatter(np.full(len(seeds), i) + np.linspace(-0.12, 0.12, len(seeds)), seeds,
+                   s=14, color="gray", zorder=2, label="seed" if i == 0 else None)
+        if math.isfinite(row["real_mean"]):
+            err = [[row["real_mean"] - row["ci_low"]], [row["ci_high"] - row["real_mean"]]]
+            ax.errorbar(i, row["real_mean"], yerr=err, fmt="o", color="C0", capsize=6,
+                        zorder=3, label="real mean, 95% CI" if i == 0 else None)
+        if math.isfinite(row["dream_mean"]):
+            ax.scatter(i, row["dream_mean"], facecolors="none", edgecolors="C3", s=60,
+                       zorder=3, label="dream mean" if i == 0 else None)
+    ax.set_xticks(range(len(rows)), [r["variant"] for r in rows], rotation=20, ha="right")
+    ax.set_ylabel("return")
+    ax.set_title("Score per variant")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def history_curves(history: Any) -> tuple[list, list, list, list]:
+    """``(generations, dream fitness, check generations, real scores)`` from a
+    controller/history.json: a list of per-generation dicts (or ``{"generations": [...]}``)
+    with a dream fitness (``mean``/``fitness_mean``/``best``...) and, on check
+    generations, a real score (any key starting with ``real``)."""
+    if isinstance(history, dict):
+        history = history.get("generations", history.get("history", []))
+    if not isinstance(history, list):
+        return [], [], [], []
+    gens, dream, check_gens, real = [], [], [], []
+    for i, entry in enumerate(h for h in history if isinstance(h, dict)):
+        flat = flatten(entry)
+        g = flat.get("generation", i)
+        d = pick(flat, ("dream/fitness_mean", "fitness_mean", "mean", "dream/return_mean",
+                        "dream_mean", "fitness/mean", "best", "fitness_best"))
+        if math.isfinite(d):
+            gens.append(g)
+            dream.append(d)
+        r = pick(flat, ("real/return_mean", "real_mean", "real", "real_check",
+                        "real/check_mean"))
+        if math.isfinite(r):
+            check_gens.append(g)
+            real.append(r)
+    return gens, dream, check_gens, real
+
+
+def plot_cmaes(runs: list[SeedRun], path: Path) -> Path | None:
+    """CMA-ES dream fitness per generation (one line per seed), real checks as markers."""
+    plt = _pyplot()
+    variants = sorted({r.variant for r in runs if r.history})
+    if not variants:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, variant in enumerate(variants):
+        for j, r in enumerate(r for r in runs if r.variant == variant and r.history):
+            gens, dream, cg, real = history_curves(r.history)
+            ax.plot(gens, dream, color=f"C{i}", alpha=0.8,
+                    label=f"{variant} dream (population mean)" if j == 0 else None)
+            if real:
+                ax.plot(cg, real, "s--", color=f"C{i}", alpha=0.8, markersize=4,
+                        label=f"{variant} real check" if j == 0 else None)
+    ax.set_xlabel("CMA-ES generation")
+    ax.set_ylabel("return")
+    ax.set_title("Controller training: dream fitness vs real checks")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_taus(taus: list[dict], path: Path) -> Path | None:
+    """Dream (and real, when known) score against the dream temperature, per variant."""
+    if not taus:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, variant in enumerate(sorted({t["variant"] for t in taus})):
+        mine = [t for t in taus if t["variant"] == variant]
+        ax.plot([t["tau"] for t in mine], [t["dream_mean"] for t in mine], "o-",
+                color=f"C{i}", label=f"{variant} dream")
+        if any(math.isfinite(t["real_mean"]) for t in mine):
+            ax.plot([t["tau"] for t in mine], [t["real_mean"] for t in mine], "s--",
+                    color=f"C{i}", label=f"{variant} real")
+    ax.set_xlabel("temperature tau")
+    ax.set_ylabel("return")
+    ax.set_title("Virtual vs actual score by dream temperature")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

@@ -1,0 +1,133 @@
+"""The statistics of the report: per variant the mean real score over seeds with a 95%
+bootstrap CI (scipy, percentile method, fixed random state), the interquartile mean of all
+real episodes, the dream-real gap, the fidelity figures, and the probability of improvement
+over a baseline variant (rliable's definition: P(a random seed of the variant beats a random
+seed of the baseline), ties count 1/2)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from jepa_wm.report.runs import STAGES, SeedRun, pick, wall_times
+
+#: results.json ``fidelity`` figures shown per variant (mean over seeds).
+FIDELITY_KEYS = ("death_sum_per_episode", "brier", "policy_survival_dream",
+                 "policy_survival_real", "policy_survival_ratio", "open_loop_mse_10",
+                 "copy_mse_10", "open_loop_mse_50", "copy_mse_50")
+CONFIDENCE = 0.95
+N_RESAMPLES = 10_000
+RANDOM_STATE = 0
+
+# Where each diagnostic may sit in the stage's metrics.json (flattened with "/"), in order.
+V_LOSS_KEYS = ("final_loss", "final/loss", "train/loss", "loss", "val/loss")
+M_LOSS_KEYS = ("final_loss", "final/loss", "train/loss", "loss", "val/loss")
+RANK_KEYS = ("effective_rank", "vision/effective_rank", "final_effective_rank",
+             "final/effective_rank")
+
+
+def bootstrap_ci(x: Sequence[float], confidence: float = CONFIDENCE,
+                 n_resamples: int = N_RESAMPLES, random_state: int = RANDOM_STATE
+                 ) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of ``x``; with one value, the value itself."""
+    from scipy.stats import bootstrap
+
+    x = np.asarray(x, dtype=float)
+    if len(x) == 0:
+        return math.nan, math.nan
+    if len(x) == 1 or np.all(x == x[0]):
+        return float(x[0]), float(x[0])
+    res = bootstrap((x,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
+                    method="percentile", random_state=random_state)
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def iqm(scores: Sequence[float]) -> float:
+    """Interquartile mean: the mean of the middle 50% (25% trimmed from each end)."""
+    from scipy.stats import trim_mean
+
+    scores = np.asarray(scores, dtype=float)
+    return float(trim_mean(scores, 0.25)) if len(scores) else math.nan
+
+
+def p_improvement(x: Sequence[float], y: Sequence[float]) -> float:
+    """P(X > Y) + P(X = Y) / 2 for X a random entry of ``x`` and Y of ``y`` (rliable)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) == 0 or len(y) == 0:
+        return math.nan
+    diff = x[:, None] - y[None, :]
+    return float(((diff > 0) + 0.5 * (diff == 0)).mean())
+
+
+def _mean(values: Sequence[float]) -> float:
+    values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    return float(np.mean(values)) if values else math.nan
+
+
+def summarize(runs: list[SeedRun], baseline: str = "vae") -> list[dict[str, Any]]:
+    """One row per variant (baseline first, then by name); see the module docstring."""
+    variants = sorted({r.variant for r in runs}, key=lambda v: (v != baseline, v))
+    seed_means = {v: [float(r.results["real_mean"]) for r in runs
+                      if r.variant == v and r.ok] for v in variants}
+    rows = []
+    for variant in variants:
+        mine = [r for r in runs if r.variant == variant]
+        ok = [r for r in mine if r.ok]
+        means = seed_means[variant]
+        episodes = [float(s) for r in ok for s in r.results.get("real_scores", [])]
+        low, high = bootstrap_ci(means)
+        gaps = [r.results.get("dream_real_gap", r.results.get("dream_mean", math.nan)
+                              - r.results["real_mean"]) for r in ok]
+        row = {
+            "variant": variant,
+            "n_seeds": len(ok),
+            "seeds": " ".join(str(r.seed) for r in ok),
+            "real_mean": _mean(means),
+            "real_std": float(np.std(means, ddof=1)) if len(means) > 1 else math.nan,
+            "ci_low": low,
+            "ci_high": high,
+            "iqm": iqm(episodes),
+            "real_episodes": len(episodes),
+            "dream_mean": _mean([r.results.get("dream_mean", math.nan) for r in ok]),
+            "dream_real_gap": _mean(gaps),
+            "p_improvement": (p_improvement(means, seed_means[baseline])
+                              if baseline in seed_means else math.nan),
+            "v_loss": _mean([pick(r.vision, V_LOSS_KEYS) for r in ok]),
+            "m_loss": _mean([pick(r.memory, M_LOSS_KEYS) for r in ok]),
+            "effective_rank": _mean([pick(r.vision, RANK_KEYS) for r in ok]),
+        }
+        for key in FIDELITY_KEYS:
+            row[f"fidelity_{key}"] = _mean([(r.results.get("fidelity") or {}).get(key, math.nan)
+                                            for r in ok])
+        times = [wall_times(r) for r in ok]
+        for stage in STAGES:
+            row[f"wall_{stage.replace('-', '_')}_s"] = _mean([t[stage] for t in times])
+        row["failed_seeds"] = " ".join(str(r.seed) for r in mine if r.failed is not None)
+        row["incomplete_seeds"] = " ".join(str(r.seed) for r in mine
+                                           if r.failed is None and r.results is None)
+        rows.append(row)
+    return rows
+
+
+def tau_table(runs: list[SeedRun]) -> list[dict[str, Any]]:
+    """Rows ``variant, tau, dream_mean, real_mean, n_seeds`` from results.json temperature
+    entries (``taus``/``tau_table``: a list of ``{tau, dream_mean, ...}`` or a mapping
+    tau -> score or -> dict), averaged over seeds. Empty when no run has one."""
+    acc: dict[tuple[str, float], dict[str, list]] = {}
+    for r in (r for r in runs if r.ok):
+        entries = r.results.get("tau_table", r.results.get("taus"))
+        if isinstance(entries, dict):
+            entries = [{"tau": k, **(v if isinstance(v, dict) else {"dream_mean": v})}
+                       for k, v in entries.items()]
+        for e in entries if isinstance(entries, list) else []:
+            if not isinstance(e, dict) or "tau" not in e:
+                continue
+            slot = acc.setdefault((r.variant, float(e["tau"])), {"dream": [], "real": []})
+            slot["dream"].append(e.get("dream_mean", math.nan))
+            slot["real"].append(e.get("real_mean", math.nan))
+    return [{"variant": v, "tau": t, "dream_mean": _mean(s["dream"]),
+             "real_mean": _mean(s["real"]), "n_seeds": len(s["dream"])}
+            for (v, t), s in sorted(acc.items())]

@@ -1,0 +1,155 @@
+"""The report's tables: results.csv, results.md (budget, scores, fidelity, diagnostics,
+temperature) and the terminal table."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from jepa_wm.report.runs import STAGES, SeedRun
+from jepa_wm.report.stats import N_RESAMPLES, RANDOM_STATE
+
+
+def train_length(section: dict) -> str:
+    """A training section's length: ``N steps`` when max_steps is set, else ``N epochs``."""
+    steps = section.get("max_steps", -1)
+    return f"{steps} steps" if steps and steps > 0 else f"{section.get('max_epochs')} epochs"
+
+
+def budget_line(runs: list[SeedRun]) -> str:
+    """The budget every variant got, from the first resolved config found."""
+    cfg = next((r.config for r in runs if r.config), None)
+    seeds = sorted({r.seed for r in runs})
+    if not cfg:
+        return f"Budget: unknown (no config.yaml found); seeds {seeds}."
+
+    c, e = cfg.get("controller_train", {}), cfg.get("evaluate", {})
+    return (f"Budget per run: {cfg.get('env')}: {cfg.get('episodes')} episodes collected; "
+            f"V {train_length(cfg.get('vision_train', {}))}; "
+            f"M {train_length(cfg.get('memory_train', {}))}; "
+            f"CMA-ES {c.get('generations')} generations x {c.get('popsize')} candidates x "
+            f"{c.get('rollouts')} rollouts in the {c.get('where')} (tau {c.get('tau')}); "
+            f"evaluation {e.get('episodes')} real episodes and {e.get('dream_episodes')} "
+            f"dreams; seeds {', '.join(map(str, seeds))}.")
+
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if isinstance(value, float):
+        return "n/a" if not math.isfinite(value) else f"{value:.{digits}f}"
+    return str(value) if value != "" else "-"
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """All columns, full precision; missing values are empty cells."""
+    from jepa_wm.io import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v)
+                                 else f"{v:.6g}" if isinstance(v, float) else v)
+                             for k, v in row.items()})
+
+
+MAIN_COLUMNS = [("variant", "variant", 0), ("n_seeds", "seeds", 0),
+                ("real_mean", "real mean", 1), ("real_std", "std (seeds)", 1),
+                ("ci", "95% CI", 1), ("iqm", "IQM (episodes)", 1), ("dream_mean", "dream", 1),
+                ("dream_real_gap", "dream-real gap", 1), ("p_improvement", "P(> baseline)", 2),
+                ("failed_seeds", "failed", 0)]
+DIAG_COLUMNS = [("variant", "variant", 0), ("v_loss", "V loss", 4), ("m_loss", "M loss", 4),
+                ("effective_rank", "eff. rank", 2)] + [
+                (f"wall_{s.replace('-', '_')}_s", f"{s} s", 1) for s in STAGES]
+FIDELITY_NOTE = ("Held-out episodes M never trained on: Σ p(done) per episode (a calibrated "
+                 "head gives the observed deaths, ~1), the data policy's mean survival in the "
+                 "dream and in the game (a faithful dream: ratio 1), open-loop latent MSE at "
+                 "10 and 50 steps against copying the last z (standardised units).")
+FIDELITY_COLUMNS = [("variant", "variant", 0),
+                    ("fidelity_death_sum_per_episode", "Σ p(done)/episode", 2),
+                    ("fidelity_brier", "Brier", 5),
+                    ("fidelity_policy_survival_dream", "policy survival: dream", 0),
+                    ("fidelity_policy_survival_real", "game", 0),
+                    ("fidelity_policy_survival_ratio", "ratio", 2),
+                    ("fidelity_open_loop_mse_10", "open-loop MSE@10", 3),
+                    ("fidelity_copy_mse_10", "copy@10", 3),
+                    ("fidelity_open_loop_mse_50", "open-loop MSE@50", 3),
+                    ("fidelity_copy_mse_50", "copy@50", 3)]
+
+
+def _cell(row: dict, key: str, digits: int) -> str:
+    if key == "ci":
+        return f"[{_fmt(row['ci_low'], digits)}, {_fmt(row['ci_high'], digits)}]"
+    return _fmt(row[key], digits)
+
+
+def markdown_table(rows: list[dict], columns: list[tuple[str, str, int]]) -> str:
+    head = "| " + " | ".join(title for _, title, _ in columns) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
+    body = ["| " + " | ".join(_cell(r, k, d) for k, _, d in columns) + " |" for r in rows]
+    return "\n".join([head, rule, *body])
+
+
+def completeness_note(rows: list[dict]) -> str | None:
+    """A warning when the variants did not all finish the same seeds (a failed, killed or
+    missing cell): their CIs and P(> baseline) then compare unequal sets. None when equal."""
+    finished = {r["variant"]: r["seeds"] for r in rows}
+    if len(set(finished.values())) <= 1 and not any(
+            r.get("failed_seeds") or r.get("incomplete_seeds") for r in rows):
+        return None
+    per = "; ".join(f"`{v}` seeds {s or 'none'}" for v, s in finished.items())
+    return (f"**Incomplete comparison**: the variants finished different seeds ({per}), so "
+            "the CIs and P(> baseline) compare unequal sets; run the sweep again to finish "
+            "the missing cells.")
+
+
+def write_markdown(rows: list[dict], taus: list[dict], runs: list[SeedRun], baseline: str,
+                   path: Path, images: Sequence[Path] = ()) -> str:
+    """results.md: the budget, the score table, the diagnostics table, the tau table."""
+    from jepa_wm.io import atomic_path
+
+    notes = [(f"Scores are real-env returns; mean and std over seeds; 95% CI: percentile "
+              f"bootstrap of the mean over seeds ({N_RESAMPLES} resamples, random_state "
+              f"{RANDOM_STATE}); IQM over all real episodes of all seeds; P(> baseline): "
+              f"probability that a random seed beats a random seed of `{baseline}` "
+              "(ties 1/2).")]
+    if any(r["n_seeds"] == 1 for r in rows):
+        notes.append("With one seed the CI is the point itself and the std is n/a.")
+    if baseline not in {r["variant"] for r in rows}:
+        notes.append(f"Baseline `{baseline}` has no finished run, so P(> baseline) is n/a.")
+    if (warning := completeness_note(rows)) is not None:
+        notes.insert(0, warning)
+    parts = [f"# {Path(path).parent.parent.name}: results", "", budget_line(runs), "",
+             markdown_table(rows, MAIN_COLUMNS), "", *notes, "", "## Dream fidelity", "",
+             FIDELITY_NOTE, "",
+             markdown_table(rows, FIDELITY_COLUMNS), "", "## Diagnostics", "",
+             markdown_table(rows, DIAG_COLUMNS), ""]
+    if taus:
+        parts += ["## Dream temperature", "", markdown_table(
+            taus, [("variant", "variant", 0), ("tau", "tau", 2), ("dream_mean", "dream", 1),
+                   ("real_mean", "real", 1), ("n_seeds", "seeds", 0)]), ""]
+    parts += [f"![{p.stem}]({p.name})" for p in images]
+    text = "\n".join(parts) + "\n"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return text
+
+
+def print_table(rows: list[dict], title: str) -> None:
+    """The main table on the terminal (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title)
+    for _, name, _ in MAIN_COLUMNS:
+        table.add_column(name, justify="left" if name == "variant" else "right")
+    for row in rows:
+        table.add_row(*(Text(_cell(row, k, d)) for k, _, d in MAIN_COLUMNS))  # no markup
+    console = Console(width=max(120, len(MAIN_COLUMNS) * 14))
+    console.print(table)
+    if (warning := completeness_note(rows)) is not None:
+        console.print(Text(warning.replace("**", "")))
