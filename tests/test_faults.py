@@ -1,5 +1,5 @@
 """The fault suite (issue 7): SIGKILL at random points of each stage, then resume; the bad-input
-catalogue (``benchmarks/faults.py``: one-line error, non-zero exit, no traceback, nothing
+catalogue (``tests/fault_cases.py``: one-line error, non-zero exit, no traceback, nothing
 already written changed); checkpoints that carry pickled code; a simulated full disk.
 
 Kills of ``collect`` (tests/test_collect.py, byte-identical store) and ``train-controller``
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ast
 import errno
-import importlib.util
 import json
 import os
 import random
@@ -41,11 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "configs/experiments/smoke.yaml")
 ENV = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
 
-_spec = importlib.util.spec_from_file_location("faults_catalogue", ROOT / "benchmarks/faults.py")
-faults = importlib.util.module_from_spec(_spec)
-sys.modules["faults_catalogue"] = faults
-_spec.loader.exec_module(faults)
-
+import fault_cases as faults
 
 # ------------------------------------------------------------------ helpers
 
