@@ -144,6 +144,23 @@ def test_cmaes_improves_dream_fitness_then_evaluate_writes_results(run_dir):
     assert "real" in proc.stdout and "dream" in proc.stdout
 
 
+def test_evaluate_tau_table_trains_c_at_each_other_tau(run_dir):
+    """The paper's virtual-vs-actual table: a C per temperature, scored in its dream and in
+    the game; at the run's own tau it is the run's C (not trained twice)."""
+    if not (run_dir / "controller" / "DONE.json").exists():
+        cli("train-controller", *parts(run_dir), "--out", str(run_dir / "controller"))
+    out = run_dir / "eval_taus"
+    proc = cli("evaluate", *parts(run_dir), "--controller",
+               str(run_dir / "controller" / "best.npz"), "--out", str(out),
+               "--evaluate.taus", "[0.5, 1.15]")
+    assert proc.returncode == 0, proc.stderr
+    table = json.loads((out / "results.json").read_text())["tau_table"]
+    assert [row["tau"] for row in table] == [0.5, 1.15]
+    assert all(row["real_mean"] > 0 and row["dream_mean"] > 0 for row in table)
+    assert (out / "tau-0.5" / "best.npz").exists() and not (out / "tau-1.15").exists()
+    assert len(json.loads((out / "tau-0.5" / "history.json").read_text())) == 3
+
+
 def test_finished_train_controller_still_refuses_another_v(run_dir, tmp_path):
     from jepa_wm.vision import RandomModule
     from jepa_wm.vision.train import save_final

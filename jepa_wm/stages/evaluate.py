@@ -46,10 +46,13 @@ def tau_table(cfg: Namespace, memory, vision, latents, store, out: Path) -> list
     rows = []
     for tau in cfg.evaluate.taus:
         dream = make_dream(cfg.controller_train, memory, latents, store, tau=tau)
-        folder = out / f"tau-{tau:g}"
-        folder.mkdir(parents=True, exist_ok=True)
-        Trainer(cfg, memory, dream, None, folder).run()
-        controller = ControllerFile.load(folder / "best.npz")
+        if tau == cfg.controller_train.tau:  # the C of this run: the same search, done
+            controller = ControllerFile.load(cfg.controller)
+        else:
+            folder = out / f"tau-{tau:g}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Trainer(cfg, memory, dream, None, folder).run()
+            controller = ControllerFile.load(folder / "best.npz")
         dream_mean = float(dream_scores(dream, controller, cfg.evaluate.dream_episodes,
                                         cfg.seed).mean())
         real = real_scores(cfg, vision, memory, controller, cfg.evaluate.episodes,
