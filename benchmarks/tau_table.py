@@ -1,0 +1,86 @@
+"""The paper's temperature table (issue 11): on one finished run's fixed dream (its V, M and
+latents), C trained by CMA-ES in the dream at each tau, scored in that dream and in the
+real game, beside Ha & Schmidhuber's figures.
+
+    python benchmarks/tau_table.py RUNS/<experiment>/<variant>/seed<k> [--taus ...]
+
+Runs ``jepa-wm evaluate`` (the real CLI) with ``--evaluate.taus`` on the run's own parts,
+into ``<cell>/eval_taus`` (resumable: each tau's CMA-ES is its own folder), with the run's
+resolved config; at the run's own tau it is the run's C. Writes
+``benchmarks/results/tau_table.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+from common import cpu_name, loadavg, results_path
+
+from jepa_wm.contract import stage_folder
+
+#: Ha & Schmidhuber 2018, DoomTakeCover, C trained in the dream: tau -> (dream, real).
+PAPER = {0.10: (2086, 193), 0.50: (2060, 196), 1.00: (1145, 868), 1.15: (918, 1092),
+         1.30: (732, 753)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cell", type=Path,
+                        help="A finished run: RUNS/<experiment>/<variant>/seed<k>.")
+    parser.add_argument("--taus", type=float, nargs="+", default=sorted(PAPER))
+    parser.add_argument("--out", type=Path, default=None, help="Results file.")
+    args = parser.parse_args()
+    cell = args.cell.resolve()
+    out = stage_folder(cell, "evaluate").with_name("eval_taus")
+    cmd = [sys.executable, "-m", "jepa_wm.cli", "evaluate", "--config",
+           str(cell / "config.yaml"),
+           "--vision", str(stage_folder(cell, "train-vision") / "final.ckpt"),
+           "--memory", str(stage_folder(cell, "train-memory") / "final.ckpt"),
+           "--controller", str(stage_folder(cell, "train-controller") / "best.npz"),
+           "--latents", str(stage_folder(cell, "encode")), "--out", str(out),
+           "--evaluate.taus", json.dumps(args.taus)]
+    load_before, start = loadavg(), time.time()
+    done = subprocess.run(cmd, env={**os.environ, "WANDB_MODE": "disabled"}, check=False)
+    if done.returncode != 0:
+        return done.returncode
+    minutes = (time.time() - start) / 60
+    results = json.loads((out / "results.json").read_text())
+    cfg = yaml.safe_load((cell / "config.yaml").read_text())
+    cc, ev = cfg["controller_train"], cfg["evaluate"]
+    rows = ["| tau | dream (ours) | real (ours) ± std | paper: dream | paper: real |",
+            "|---:|---:|---:|---:|---:|"]
+    for r in results["tau_table"]:
+        paper = PAPER.get(round(r["tau"], 2), ("", ""))
+        rows.append(f"| {r['tau']:.2f} | {r['dream_mean']:.0f} | {r['real_mean']:.1f} ± "
+                    f"{r['real_std']:.1f} | {paper[0]} | {paper[1]} |")
+    text = "\n".join([
+        "# The temperature table: C trained in the dream at each tau (issue 11)", "",
+        (f"- command: `python benchmarks/tau_table.py {args.cell}` (runs `{' '.join(cmd[2:5])} "
+        f"... --evaluate.taus {json.dumps(args.taus)}` on the run's own V, M and latents)"),
+        (f"- written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {cpu_name()}, "
+        f"{os.cpu_count()} CPUs; load {load_before} before, {loadavg()} after; "
+        f"{minutes:.1f} min"),
+        (f"- run: `{cfg['experiment']}` / `{cfg['variant']}` seed {cfg['seed']}; each C: CMA-ES "
+        f"{cc['generations']} generations x {cc['popsize']} x {cc['rollouts']} dreams of up "
+        f"to {cc['max_steps']} steps, deaths {cc['done']}; at tau {cc['tau']} the run's own C"),
+        (f"- scores: dream = mean of {ev['dream_episodes']} dreams at that tau; real = "
+        f"{ev['episodes']} episodes on the fixed evaluation seeds (the same for every tau)"),
+        (f"- the run's own C (tau {results['tau']}): real {results['real_mean']:.1f} ± "
+        f"{results['real_std']:.1f}, dream {results['dream_mean']:.0f}"), "",
+        *rows, ""])
+    path = results_path("tau_table", False, args.out)
+    path.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
