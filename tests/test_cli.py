@@ -78,3 +78,17 @@ def test_every_ladder_rung_parses_over_doom_fast_with_its_own_experiment(path):
     cfg = resolve([ROOT / "configs/experiments/doom_fast.yaml",
                    ROOT / "configs/variants/vae.yaml", path], 0, "runs")
     assert cfg.experiment == f"ladder_{path.stem}"
+
+
+@pytest.mark.parametrize("experiment", sorted((ROOT / "configs" / "experiments").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_experiment_parses_with_every_variant(experiment):
+    """Each experiment file (doom_takecover.yaml included) layered with each variant
+    resolves against the schema: an unknown key or a bad value fails here, not in a run."""
+    from jepa_wm.pipeline import resolve
+
+    for variant in sorted((ROOT / "configs" / "variants").glob("*.yaml")):
+        cfg = resolve([experiment, variant], 0, "runs")
+        assert cfg.experiment == yaml.safe_load(experiment.read_text())["experiment"]
+        assert cfg.variant == (yaml.safe_load(variant.read_text()).get("variant")
+                               or variant.stem)
