@@ -10,7 +10,7 @@ key fails at parse time with the key named.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import torch
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
@@ -93,7 +93,7 @@ class ControllerConfig:
         workers: Real-env worker processes (``where: real`` and checks).
     """
 
-    where: str = "dream"
+    where: Literal["dream", "real"] = "dream"
     generations: int = 100
     popsize: int = 64
     rollouts: int = 16
@@ -101,10 +101,10 @@ class ControllerConfig:
     tau: float = 1.15
     max_steps: int = 2100
     include_cell: bool = False
-    done: str = "threshold"
+    done: Literal["threshold", "sample"] = "threshold"
     done_threshold: float = 0.5
-    reward: str = "head"
-    start: str = "episode"
+    reward: Literal["head", "survival"] = "head"
+    start: Literal["episode", "random"] = "episode"
     real_check_every: int = 10
     real_check_episodes: int = 4
     workers: int = 2

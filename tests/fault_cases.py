@@ -549,9 +549,13 @@ CASES: list[Case] = [
     Case("zero-rollouts", "controller_train.rollouts 0", lambda c: _train_controller(
         c, "rollouts0", "--controller_train.rollouts", "0"),
         r"controller_train\.rollouts: 0; accepted: >= 1", needs_memory=True),
-    Case("unknown-where", "controller_train.where moon", lambda c: _train_controller(
-        c, "where", "--controller_train.where", "moon"),
-        r"controller_train\.where: 'moon'; accepted: dream, real", needs_memory=True),
+    Case("unknown-where", "controller_train.where moon (refused at parse time)",
+         lambda c: _train_controller(c, "where", "--controller_train.where", "moon"),
+         r"controller_train\.where\": Expected a typing\.Literal\['dream', 'real'\]\. Got "
+         r"value: moon", needs_memory=True),
+    Case("unknown-done-rule", "controller_train.done maybe in YAML (refused at parse time)",
+         lambda c: _vision_cfg(c, "done-rule", "controller_train:\n  done: maybe\n"),
+         r"controller_train\.done\": Expected a typing\.Literal\['threshold', 'sample'\]"),
     Case("popsize-one", "controller_train.popsize 1", lambda c: _train_controller(
         c, "pop1", "--controller_train.popsize", "1"),
         r"controller_train\.popsize: 1; accepted: >= 2", needs_memory=True),
