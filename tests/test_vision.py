@@ -234,7 +234,9 @@ def test_jepa_none_collapses_while_regularised_variants_do_not(doom_store):
 @pytest.mark.parametrize("encoder", [
     {"model_name": "resnet18"},
     {"model_name": "vit_tiny_patch16_224", "img_size": 64, "patch_size": 8},
-], ids=["timm-cnn", "timm-vit"])
+    # a conv head after pooling: it returns 1024 features, not its num_features (576)
+    {"model_name": "mobilenetv3_small_050"},
+], ids=["timm-cnn", "timm-vit", "timm-mobilenet-head"])
 def test_timm_encoders_train_two_steps(doom_store, encoder):
     _, windows, _ = _doom(doom_store)
     m = JEPAModule(latent_dim=16, action_dim=3, encoder=TimmEncoder(latent_dim=16, **encoder))
@@ -308,3 +310,28 @@ def test_train_vision_resumes_after_sigkill(doom_store, tmp_path):
     assert final["epoch"] == epochs - 1 > killed_at
     steps_per_epoch = torch.load(out / "final.ckpt", weights_only=True)["global_step"] / epochs
     assert steps_per_epoch == int(steps_per_epoch) > 0  # every epoch ran exactly once
+
+
+def test_timm_vit_from_yaml_trains_and_without_its_size_is_one_line_error(doom_store,
+                                                                          tmp_path):
+    """timm arguments come from YAML through ``timm_kwargs``; a model that cannot take
+    64-px frames is refused in one line naming the model and the key to set."""
+    variant = tmp_path / "vit.yaml"
+    variant.write_text(
+        "variant: jepa_vit\nvision_model:\n  class_path: jepa_wm.vision.JEPAModule\n"
+        "  init_args:\n    anti_collapse: ema\n    encoder:\n"
+        "      class_path: jepa_wm.nets.TimmEncoder\n      init_args:\n"
+        "        model_name: vit_tiny_patch16_224\n"
+        "        timm_kwargs: {img_size: 64, patch_size: 8}\n")
+    run = _cli("train-vision", "--config", SMOKE, "--config", variant, "--data", doom_store,
+               "--out", tmp_path / "v", "--vision_train.max_steps", "2", *SMALL)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert load_vision(tmp_path / "v" / "final.ckpt").latent_dim == 32  # smoke.yaml's
+    variant.write_text(variant.read_text().replace(
+        "        timm_kwargs: {img_size: 64, patch_size: 8}\n", ""))
+    bad = _cli("train-vision", "--config", SMOKE, "--config", variant, "--data", doom_store,
+               "--out", tmp_path / "bad", "--vision_train.max_steps", "2", *SMALL)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0, bad.stderr
+    assert "TimmEncoder(vit_tiny_patch16_224): cannot take 64x64 frames" in bad.stderr
+    assert "timm_kwargs: {img_size: 64, patch_size: 8}" in bad.stderr
