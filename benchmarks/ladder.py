@@ -136,10 +136,13 @@ def budget(c: dict) -> str:
     m, mt, cc = c["memory_model"]["init_args"], c["memory_train"], c["controller_train"]
     steps = vt["max_steps"] if vt["max_steps"] > 0 else f"{vt['max_epochs']} ep"
     done = cc["done"] + (f" > {cc.get('done_threshold')}" if cc["done"] == "threshold" else "")
+    precision = "" if vt.get("precision", "32-true") == "32-true" else f", {vt['precision']}"
+    mixture = ", one mixture per z" if m.get("shared_mixture") else ""
     return (f"{c['episodes']} eps; V z {v.get('latent_dim')}, {steps} x {vt['batch_size']}, "
-            f"lr {v.get('lr')}; "
+            f"lr {v.get('lr')}{precision}; "
             f"M {m['hidden_size']}, seq {m['seq_len']}, {mt['max_epochs']} ep x "
-            f"{mt['batch_size']}, pos_w {m.get('done_pos_weight')}; C {cc['generations']} "
+            f"{mt['batch_size']}, pos_w {m.get('done_pos_weight')}{mixture}; "
+            f"C {cc['generations']} "
             f"gen, dreams {cc['max_steps']}, {done}, tau {cc['tau']}")
 
 
@@ -189,6 +192,34 @@ def merged_rows(runs: Path, record: Path) -> list[dict]:
     return merged
 
 
+def seed_summary(rows: list[dict]) -> list[str]:
+    """Per rung over its seeds: the mean real score with a 95% bootstrap CI over seeds (the
+    report's statistics), each seed's score, and how many seeds reached 750."""
+    from jepa_wm.report import bootstrap_ci
+
+    by_rung: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["results"].get("real_mean") is not None:
+            by_rung.setdefault(r["rung"], []).append(r)
+    multi = {k: v for k, v in by_rung.items() if len(v) > 1}
+    if not multi:
+        return []
+    lines = ["## Over seeds", "",
+             ("Rungs run on more than one seed: mean of the seeds' real means, with a 95% "
+              "percentile bootstrap CI over seeds (`jepa_wm.report.bootstrap_ci`)."), "",
+             "| rung | seeds | real per seed | mean | 95% CI (seeds) | seeds >= 750 |",
+             "|---|---|---|---:|---|---:|"]
+    for rung, rs in sorted(multi.items()):
+        rs = sorted(rs, key=lambda r: r["seed"])
+        means = [r["results"]["real_mean"] for r in rs]
+        low, high = bootstrap_ci(means)
+        lines.append(f"| {rung} | {', '.join(str(r['seed']) for r in rs)} | "
+                     f"{', '.join(f'{m:.1f}' for m in means)} | {sum(means) / len(means):.1f}"
+                     f" | [{low:.0f}, {high:.0f}] | {sum(m >= 750 for m in means)} of "
+                     f"{len(means)} |")
+    return [*lines, ""]
+
+
 def write_results(runs: Path, out: Path, note: str) -> str:
     rows = merged_rows(runs, out.with_suffix(".json"))
     lines = ["# The budget ladder (issue 11)", "",
@@ -201,19 +232,20 @@ def write_results(runs: Path, out: Path, note: str) -> str:
              ("- fidelity: on M's held-out episodes (10% of the store), the data policy played "
              "in 1024 dreams at the training tau against its real episodes; real: 50 episodes "
              "on the fixed evaluation seeds (`eval_seeds(seed, 50)`)"),
-             "- baselines on the same seeds (seed 0): `benchmarks/results/baselines_seeds0.md`",
-             "", "## Budgets", "", "| rung | seed | budget | measured |", "|---|---:|---|---|"]
+             ("- baselines on seed 0's evaluation seeds: `benchmarks/results/baselines_seeds0.md` "
+              "(each seed has its own 50 evaluation seeds)"),
+             "", *seed_summary(rows), "## Budgets", "", "| rung | seed | budget | measured |", "|---|---:|---|---|"]
     lines += [f"| {r['rung']} | {r['seed']} | {r['budget']} | {r.get('recorded', '—')} |"
               for r in rows]
     lines += ["", "## Dream fidelity and scores", "",
-              ("| rung | Σ p(done)/ep | Brier | survival dream / game (ratio) | open-loop MSE "
-              "@10 / copy | @50 / copy | C dream | C real ± std | real 95% CI |"),
-              "|---|---:|---:|---|---|---|---:|---:|---|"]
+              ("| rung | seed | Σ p(done)/ep | Brier | survival dream / game (ratio) | "
+              "open-loop MSE @10 / copy | @50 / copy | C dream | C real ± std | real 95% CI |"),
+              "|---|---:|---:|---:|---|---|---|---:|---:|---|"]
     for r in rows:
         f, res = r["fidelity"], r["results"]
         ci = "—" if not res.get("real_ci") else "[{:.0f}, {:.0f}]".format(*res["real_ci"])
         lines.append(
-            f"| {r['rung']} | {_f(f.get('death_sum_per_episode'), 2)} | "
+            f"| {r['rung']} | {r['seed']} | {_f(f.get('death_sum_per_episode'), 2)} | "
             f"{_f(f.get('brier'), 5)} | {_f(f.get('policy_survival_dream'), 0)} / "
             f"{_f(f.get('policy_survival_real'), 0)} ({_f(f.get('policy_survival_ratio'), 2)})"
             f" | {_f(f.get('open_loop_mse_10'), 3)} / {_f(f.get('copy_mse_10'), 3)} | "
@@ -221,14 +253,14 @@ def write_results(runs: Path, out: Path, note: str) -> str:
             f"{_f(res.get('dream_mean'), 0)} | {_f(res.get('real_mean'), 1)} ± "
             f"{_f(res.get('real_std'), 1)} | {ci} |")
     lines += ["", "## Against the issue's targets", "",
-              ("| rung | Σ p(done) in 0.9-1.1 | data policy's dream survival within ±20% of the "
-              "game's | real >= 750 |"), "|---|---|---|---|"]
+              ("| rung | seed | Σ p(done) in 0.9-1.1 | data policy's dream survival within ±20% "
+              "of the game's | real >= 750 |"), "|---|---:|---|---|---|"]
     for r in rows:
         f, res = r["fidelity"], r["results"]
         death, ratio = f.get("death_sum_per_episode"), f.get("policy_survival_ratio")
         real = res.get("real_mean")
         lines.append(
-            f"| {r['rung']} | {_verdict(death, 0.9 <= (death or 0) <= 1.1, 2)} | "
+            f"| {r['rung']} | {r['seed']} | {_verdict(death, 0.9 <= (death or 0) <= 1.1, 2)} | "
             f"{_verdict(ratio, 0.8 <= (ratio or 0) <= 1.2, 2)} | "
             f"{_verdict(real, (real or 0) >= 750, 1)}"
             f"{'' if real is None or real >= 750 else f', {750 - real:.0f} short'} |")
@@ -239,12 +271,12 @@ def write_results(runs: Path, out: Path, note: str) -> str:
               "one at a time. A stage killed and resumed counts its last call only; the CMA-ES "
               "column sums the generations' own times from history.json (real checks "
               "excluded), whatever the calls."), "",
-              "| rung | " + " | ".join(STAGES) + " | CMA-ES generations s | total min |",
-              "|---|" + "---:|" * (len(STAGES) + 2)]
+              "| rung | seed | " + " | ".join(STAGES) + " | CMA-ES generations s | total min |",
+              "|---|---:|" + "---:|" * (len(STAGES) + 2)]
     for r in rows:
         secs = [r["wall"][s] for s in STAGES]
         total = sum(s for s in secs if isinstance(s, (int, float))) / 60
-        lines.append(f"| {r['rung']} | " + " | ".join(_f(s, 0) for s in secs)
+        lines.append(f"| {r['rung']} | {r['seed']} | " + " | ".join(_f(s, 0) for s in secs)
                      + f" | {r['cmaes_s']:.0f} | {total:.1f} |")
     text = "\n".join(lines) + "\n"
     out.write_text(text)
