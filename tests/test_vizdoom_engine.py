@@ -99,6 +99,7 @@ def test_a_hung_worker_times_out_and_is_killed(cache):
             envs.step(np.array([0, 1]))
         assert time.monotonic() - start < 60
         assert not any(p.is_alive() for p in envs.processes)
+        assert engines_in(cache) == []  # the killed workers' engines are killed too
     finally:
         for p in envs.processes:
             if p.is_alive():

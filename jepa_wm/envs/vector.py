@@ -10,6 +10,7 @@ import gymnasium as gym
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from gymnasium.vector.async_vector_env import AsyncState
 
+from jepa_wm.envs.vizdoom import end_engines, engine_children
 from jepa_wm.io import UserError
 
 #: Seconds an env worker may take to answer one step or reset (a VizDoom engine starts in
@@ -40,7 +41,9 @@ class WatchedVectorEnv(AsyncVectorEnv):
         if terminate:
             for process in self.processes:
                 if process.is_alive():
+                    engines = engine_children(process.pid)  # they outlive a killed worker
                     process.kill()
+                    end_engines(engines)
         super().close_extras(timeout=self.timeout if timeout is None else timeout,
                              terminate=terminate)
 

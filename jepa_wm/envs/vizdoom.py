@@ -53,7 +53,7 @@ def engine_children(pid: int | None = None) -> set[int]:
     return found
 
 
-def _end(pids: set[int]) -> None:
+def end_engines(pids: set[int]) -> None:
     """SIGKILL each engine and reap it when it is our child (no zombie left)."""
     for pid in pids:
         with contextlib.suppress(OSError):
@@ -107,7 +107,7 @@ class VizdoomEngine(gym.Wrapper):
         try:
             super().close()
         finally:
-            _end({pid for pid in self.engines if Path(f"/proc/{pid}").exists()})
+            end_engines({pid for pid in self.engines if Path(f"/proc/{pid}").exists()})
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -123,6 +123,6 @@ def reap_engines():
     try:
         yield
     finally:
-        _end(engine_children() - before)
+        end_engines(engine_children() - before)
         if sys.platform.startswith("linux"):
             _remove_stale(cache_dir() / "vizdoom")
