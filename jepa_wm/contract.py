@@ -143,10 +143,6 @@ class RunPaths:
         return {flag: self.stage_dir(up) / name if name else self.stage_dir(up)
                 for flag, (up, name) in STAGE[stage].reads.items()}
 
-    def stage_dirs(self) -> dict[str, Path]:
-        """Every stage's output folder, in pipeline order."""
-        return {s: self.stage_dir(s) for s in STAGE_ORDER}
-
 
 def run_paths(cfg: Any, runs: str | os.PathLike) -> RunPaths:
     """The folders of the run described by the resolved ``cfg`` under ``runs``."""

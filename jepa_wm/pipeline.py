@@ -33,11 +33,6 @@ PIPELINE_FILE = "pipeline.json"
 FAILED_FILE = "FAILED.json"
 
 
-def stage_inputs(paths: RunPaths) -> dict[str, dict[str, Path]]:
-    """Every stage's path flags in this run (the stage gets those its parser declares)."""
-    return {stage: paths.inputs(stage) for stage in STAGE_ORDER}
-
-
 @functools.lru_cache(maxsize=1)
 def _schema_keys() -> frozenset[str]:
     from jepa_wm.config import experiment_parser
@@ -58,7 +53,7 @@ def stage_config(stage: str, cfg: Namespace, paths: RunPaths):
 
     parser, module = build_parser(stage)
     accepted = {a.dest for a in parser._actions}
-    flags = {k: str(v) for k, v in stage_inputs(paths)[stage].items() if k in accepted}
+    flags = {k: str(v) for k, v in paths.inputs(stage).items() if k in accepted}
     flags["out"] = str(paths.stage_dir(stage))
     return parser.parse_object({**schema_values(cfg), **flags}), module
 
