@@ -34,6 +34,9 @@ class TrainConfig:
         num_nodes: Nodes for multi-node DDP.
         precision: Lightning precision, e.g. ``32-true`` or ``bf16-mixed``.
         threads: torch CPU threads (None = torch's default).
+        checkpoint_every: Save ``last.ckpt`` every this many steps: where a killed training
+            resumes (exactly: the data and noise of a step depend on the seed and the step
+            alone, ``jepa_wm.steps``). Speed only: it never changes the weights.
     """
 
     max_epochs: int = 1
@@ -48,6 +51,7 @@ class TrainConfig:
     num_nodes: int = 1
     precision: str = "32-true"
     threads: int | None = None
+    checkpoint_every: int = 250
 
 
 def check_train_config(tc: Any, section: str) -> None:
@@ -64,7 +68,9 @@ def check_train_config(tc: Any, section: str) -> None:
             ("max_frames", tc.max_frames, tc.max_frames is None or tc.max_frames >= 1,
              "null (all) or an integer >= 1"),
             ("threads", tc.threads, tc.threads is None or tc.threads >= 1,
-             "null or an integer >= 1")):
+             "null or an integer >= 1"),
+            ("checkpoint_every", tc.checkpoint_every, tc.checkpoint_every >= 1,
+             "an integer >= 1")):
         if not ok:
             raise UserError(f"{section}.{key}: {value}; accepted: {accepted}")
 
@@ -206,7 +212,7 @@ def data_hash(cfg: Namespace) -> str:
 
 #: Keys of a section that change how fast a stage runs, never what it computes: a stage
 #: rerun with other values is the same stage (it skips or resumes).
-SPEED_ONLY = ("threads", "num_workers", "workers")
+SPEED_ONLY = ("threads", "num_workers", "workers", "checkpoint_every")
 
 
 def semantic_section(value: Any) -> Any:

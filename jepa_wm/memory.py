@@ -23,6 +23,7 @@ from torch.nn import functional as F
 
 from jepa_wm.io import UserError, atomic_path, claim, load_weights, write_json
 from jepa_wm.nets.mdnrnn import MDNRNN, gmm_nll
+from jepa_wm.steps import AtomicCheckpointIO, StepSeed, checkpoint_step, read_checkpoint
 
 CHECKPOINT_KIND = "jepa_wm.memory"
 
@@ -204,6 +205,15 @@ class MDNRNNModule(pl.LightningModule):
             self.log(f"memory/{k}", out[k])
         return out["loss"]
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The training lanes' carried state goes with the weights (exact resume)."""
+        if "train" in self._carry:
+            checkpoint["carry"] = [s.detach().cpu() for s in self._carry["train"]]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "carry" in checkpoint:
+            self._carry["train"] = tuple(s.to(self.device) for s in checkpoint["carry"])
+
     def on_validation_epoch_start(self) -> None:
         self._carry.pop("val", None)
 
@@ -377,18 +387,19 @@ def train_memory(cfg, latents_dir: str | Path, out: str | Path,
     claim(out, config_hash, "train-memory")
     seq_len = module.hparams.seq_len
 
-    def chunks(episodes, shuffle: bool) -> EpisodeChunks:
+    def chunks(episodes, shuffle: bool, **steps) -> EpisodeChunks:
         return EpisodeChunks(store, latents, seq_len, tc.batch_size, episodes,
-                             shuffle=shuffle, seed=cfg.seed)
+                             shuffle=shuffle, seed=cfg.seed, **steps)
 
-    train_loader = torch.utils.data.DataLoader(chunks(train_eps, True), batch_size=None)
-    val_loader = torch.utils.data.DataLoader(chunks(val_eps, False), batch_size=None) \
-        if len(val_eps) else None
     if not module.hparams.untrained:
-        _fit(cfg, module, train_loader, val_loader, out)
+        last = read_checkpoint(out / "last.ckpt")  # pickled code in it is refused, not run
+        train = chunks(train_eps, True, start=checkpoint_step(last))
+        train.total = train.steps(tc.max_epochs, tc.max_steps)
+        _fit(cfg, module, train, chunks(val_eps, False) if len(val_eps) else None, out,
+             resume=last is not None)
     metrics = {f"final_{k}": v for k, v in
                loss_summary(module, chunks(train_eps, False), max_batches=20).items()}
-    if val_loader is not None:
+    if len(val_eps):
         metrics.update({f"val_{k}": v for k, v in
                         loss_summary(module, chunks(val_eps, False)).items()})
     metrics.update(untrained=bool(module.hparams.untrained),
@@ -403,27 +414,35 @@ def train_memory(cfg, latents_dir: str | Path, out: str | Path,
     return metrics
 
 
-def _fit(cfg, module: MDNRNNModule, loader, val_loader, out: Path) -> None:
-    """Lightning fit with ``last.ckpt`` saved as it goes and resumed from when present."""
+def _fit(cfg, module: MDNRNNModule, train, val, out: Path, resume: bool) -> None:
+    """Lightning fit over the step-addressed chunk stream ``train`` (``jepa_wm.steps``):
+    ``last.ckpt`` saved every ``checkpoint_every`` steps and resumed from when present,
+    validation on ``val`` about once per data epoch."""
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from jepa_wm.tracking import lightning_logger
 
     tc = cfg.memory_train
-    steps_per_epoch = max(1, len(loader.dataset))
+    if train.total == 0:
+        return
+    loader = torch.utils.data.DataLoader(train, batch_size=None)
+    val_loader = torch.utils.data.DataLoader(val, batch_size=None) if val is not None else None
     checkpoint = ModelCheckpoint(dirpath=out, filename="step{step}", save_last=True,
-                                 save_top_k=0, every_n_train_steps=max(1, min(
-                                     200, steps_per_epoch)))
+                                 save_top_k=0, every_n_train_steps=tc.checkpoint_every)
     trainer = pl.Trainer(
-        default_root_dir=out, max_epochs=tc.max_epochs, max_steps=tc.max_steps,
+        default_root_dir=out, max_epochs=1, max_steps=train.total,
         accelerator=tc.accelerator, devices=tc.devices, strategy=tc.strategy,
         num_nodes=tc.num_nodes, precision=tc.precision,
-        logger=lightning_logger(cfg, "train-memory", out), callbacks=[checkpoint],
-        enable_model_summary=False, log_every_n_steps=max(1, min(50, steps_per_epoch)),
-        num_sanity_val_steps=0, enable_progress_bar=True, deterministic=False,
-        limit_val_batches=1.0 if val_loader is not None else 0)
+        logger=lightning_logger(cfg, "train-memory", out),
+        callbacks=[checkpoint, StepSeed(cfg.seed)], enable_model_summary=False,
+        log_every_n_steps=max(1, min(50, train.epoch_length(0))), num_sanity_val_steps=0,
+        enable_progress_bar=True, deterministic=False, plugins=[AtomicCheckpointIO()],
+        val_check_interval=max(1, min(train.epoch_length(0), train.total)),
+        check_val_every_n_epoch=None, limit_val_batches=1.0 if val_loader is not None else 0)
     last = out / "last.ckpt"
-    trainer.fit(module, loader, val_loader, ckpt_path=str(last) if last.exists() else None,
+    if resume:
+        print(f"train-memory: resuming from {last} (step {train.start})")
+    trainer.fit(module, loader, val_loader, ckpt_path=str(last) if resume else None,
                 weights_only=True)
     if not math.isfinite(float(trainer.callback_metrics.get("train/loss", 0.0))):
         raise UserError("memory: training ended with a non-finite loss")

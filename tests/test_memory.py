@@ -106,3 +106,27 @@ def test_train_memory_holds_out_episodes_and_reports_their_losses(doom_store, tm
     assert np.isfinite(metrics["val_gmm_nll"]) and np.isfinite(metrics["val_done_loss"])
     held = store.episode_lengths[ckpt["val_episodes"]].sum()
     assert metrics["train_frames"] == store.num_frames - held
+
+
+def test_chunk_stream_started_at_step_k_is_the_tail_of_the_stream_from_zero(doom_store,
+                                                                           tmp_path):
+    """Step g of M's training stream is the same batch, z noise included, whatever step
+    the stream starts from (the epochs in between included): what exact resume needs."""
+    store = RolloutStore(doom_store)
+    latents = write_test_latents(store, tmp_path / "z", sigma=True)
+
+    def stream(start):
+        chunks = EpisodeChunks(store, latents, seq_len=64, batch_size=3, seed=4, start=start)
+        chunks.total = chunks.steps(max_epochs=3)
+        return chunks
+
+    full = list(stream(0))
+    assert len(full) == len(stream(0)) == sum(stream(0).epoch_length(e) for e in range(3))
+    assert stream(0).epoch_length(0) < len(full) // 2  # the stream crosses epochs
+    for k in (1, stream(0).epoch_length(0), len(full) - 1):
+        tail = list(stream(k))
+        assert len(tail) == len(full) - k
+        for a, b in zip(full[k:], tail):
+            assert all(torch.equal(a[key], b[key]) for key in a)
+    assert not torch.equal(full[0]["z"], full[stream(0).epoch_length(0)]["z"])
+

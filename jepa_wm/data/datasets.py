@@ -199,11 +199,16 @@ class EpisodeChunks(IterableDataset):
         batch_size: Lanes per batch.
         episodes: Episode numbers to use (None = all).
         shuffle: Shuffle the episode order each epoch (off for validation).
-        seed: Seed of the episode order and the z noise (epoch ``k`` uses ``(seed, k)``).
+        seed: Seed of the episode order (epoch ``k`` uses ``(seed, k)``) and the z noise
+            (batch ``p`` of epoch ``k`` uses ``(seed, k, p)``).
+        total: Training steps: iterate the steps ``start .. total - 1`` across epochs
+            (``steps`` counts them); None = one data epoch per iteration.
+        start: The step to start from (a resumed training's restored step).
     """
 
     def __init__(self, store: RolloutStore, latents, seq_len: int, batch_size: int,
-                 episodes: Sequence[int] | None = None, shuffle: bool = True, seed: int = 0):
+                 episodes: Sequence[int] | None = None, shuffle: bool = True, seed: int = 0,
+                 total: int | None = None, start: int = 0):
         if seq_len < 1 or batch_size < 1:
             raise UserError(f"seq_len {seq_len}, batch_size {batch_size}: must be >= 1")
         if len(latents.z) != store.num_frames:
@@ -213,23 +218,58 @@ class EpisodeChunks(IterableDataset):
         self.seq_len, self.batch_size = seq_len, batch_size
         self.episodes = _episodes(store, episodes)
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
-        lengths = store.episode_lengths[self.episodes]
-        #: batches in one epoch (lanes take episodes greedily, shortest queue first)
-        self.num_batches = _lane_batches(np.ceil(lengths / seq_len).astype(int), batch_size)
+        self.total, self.start = total, start
+        self._chunks = np.ceil(store.episode_lengths / seq_len).astype(int)
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return self.episodes
+        return np.random.default_rng([self.seed, epoch]).permutation(self.episodes)
+
+    def epoch_length(self, epoch: int) -> int:
+        """Batches in data epoch ``epoch`` (lanes take episodes greedily in its order, so
+        it lasts as long as the busiest lane)."""
+        return _lane_batches(self._chunks[self._order(epoch)], self.batch_size)
+
+    def steps(self, max_epochs: int, max_steps: int = -1) -> int:
+        """Training steps in ``max_epochs`` data epochs, capped by ``max_steps`` (> 0)."""
+        total = sum(self.epoch_length(e) for e in range(max_epochs))
+        return min(total, max_steps) if max_steps > 0 else total
 
     def __len__(self) -> int:
-        return self.num_batches
-
-    def _order(self, rng: np.random.Generator) -> np.ndarray:
-        return rng.permutation(self.episodes) if self.shuffle else self.episodes
+        return self.total if self.total is not None else self.epoch_length(self.epoch)
 
     def __iter__(self):
-        rng = np.random.default_rng([self.seed, self.epoch])
-        self.epoch += 1
-        queue = list(self._order(rng))[::-1]
+        """Without ``total``: one data epoch (the next one each time). With it: training
+        steps ``start .. total - 1``, epoch after epoch; step g is the same batch, noise
+        included, whatever step the stream starts from (exact resume)."""
+        if self.total is None:
+            self.epoch += 1
+            yield from self._epoch(self.epoch - 1)
+            return
+        if not len(self.episodes):
+            return
+        epoch, skip = 0, self.start
+        while skip >= self.epoch_length(epoch):
+            skip -= self.epoch_length(epoch)
+            epoch += 1
+        step = self.start
+        while step < self.total:
+            for batch in self._epoch(epoch, skip):
+                if step >= self.total:
+                    return
+                yield batch
+                step += 1
+            epoch, skip = epoch + 1, 0
+
+    def _epoch(self, epoch: int, skip: int = 0):
+        """The batches of data epoch ``epoch`` from its ``skip``-th on; batch p's z noise is
+        drawn from ``(seed, epoch, p)``."""
+        queue = list(self._order(epoch))[::-1]
         B, S = self.batch_size, self.seq_len
         lane_ep, lane_pos = np.full(B, -1), np.zeros(B, np.int64)
         starts, ends = self.store.episode_starts, self.store.episode_ends
+        pos = 0
         while True:
             reset = np.zeros(B, bool)
             for b in range(B):  # a lane whose episode is used up takes the next one
@@ -238,14 +278,16 @@ class EpisodeChunks(IterableDataset):
                     lane_pos[b], reset[b] = 0, True
             if (lane_ep < 0).all():
                 return
-            live = lane_ep >= 0
-            first = np.where(live, starts[np.maximum(lane_ep, 0)] + lane_pos, 0)
-            end = np.where(live, ends[np.maximum(lane_ep, 0)], 0)
-            idx = first[:, None] + np.arange(S + 1)
-            mask = idx < end[:, None]
-            idx = np.where(mask, idx, np.maximum(end - 1, 0)[:, None])
-            yield self._batch(idx, mask, reset, rng)
+            if pos >= skip:
+                live = lane_ep >= 0
+                first = np.where(live, starts[np.maximum(lane_ep, 0)] + lane_pos, 0)
+                end = np.where(live, ends[np.maximum(lane_ep, 0)], 0)
+                idx = first[:, None] + np.arange(S + 1)
+                mask = idx < end[:, None]
+                idx = np.where(mask, idx, np.maximum(end - 1, 0)[:, None])
+                yield self._batch(idx, mask, reset, np.random.default_rng([self.seed, epoch, pos]))
             lane_pos += S
+            pos += 1
 
     def _batch(self, idx: np.ndarray, mask: np.ndarray, reset: np.ndarray,
                rng: np.random.Generator) -> dict[str, torch.Tensor]:

@@ -1,8 +1,9 @@
 """``train-vision``: fit any V on a rollout store with a Lightning Trainer.
 
-Checkpoints every epoch (``last.ckpt`` to resume after a kill), collapse diagnostics every
-validation epoch, then ``final.ckpt`` (weights + spec only, ``load_vision`` rebuilds it),
-``metrics.json`` and ``DONE.json``. A second run with the same config does nothing.
+Checkpoints every ``checkpoint_every`` steps (``last.ckpt``: a killed run resumes exactly,
+``jepa_wm.steps``), collapse diagnostics every data epoch, then ``final.ckpt`` (weights +
+spec only, ``load_vision`` rebuilds it), ``metrics.json`` and ``DONE.json``. A second run
+with the same config does nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +28,14 @@ from jepa_wm.contract import identity
 from jepa_wm.data.datasets import FrameDataset, WindowDataset, split_episodes
 from jepa_wm.data.store import RolloutStore
 from jepa_wm.envs import action_dim
+from jepa_wm.steps import (
+    AtomicCheckpointIO,
+    StepBatches,
+    StepSeed,
+    checkpoint_step,
+    read_checkpoint,
+    total_steps,
+)
 from jepa_wm.vision.base import VisionModule, build_vision, vision_class
 
 log = logging.getLogger(__name__)
@@ -158,13 +167,17 @@ def make_datasets(model: VisionModule, store: RolloutStore, train_cfg: Any,
     return view(tr), _evenly(view(va), MAX_VAL_ITEMS)
 
 
-def _loaders(model, store, train_cfg, seed):
+def _loaders(model, store, train_cfg, seed: int) -> tuple[DataLoader, DataLoader]:
+    """The training loader (``StepBatches``: step g's batch depends on the seed and g alone;
+    its ``start`` is set when resuming) and the validation loader."""
     train_ds, val_ds = make_datasets(model, store, train_cfg, seed)
-    common = {"batch_size": train_cfg.batch_size, "num_workers": train_cfg.num_workers,
-              "persistent_workers": train_cfg.num_workers > 0}
-    train = DataLoader(train_ds, shuffle=True, drop_last=len(train_ds) > train_cfg.batch_size,
-                       generator=torch.Generator().manual_seed(seed), **common)
-    return train, DataLoader(val_ds, shuffle=False, **common)
+    workers = {"num_workers": train_cfg.num_workers,
+               "persistent_workers": train_cfg.num_workers > 0}
+    B = train_cfg.batch_size
+    sampler = StepBatches(len(train_ds), B, seed, 0)
+    sampler.total = total_steps(train_cfg.max_steps, train_cfg.max_epochs, sampler.per_epoch)
+    train = DataLoader(train_ds, batch_sampler=sampler, **workers)
+    return train, DataLoader(val_ds, batch_size=B, shuffle=False, **workers)
 
 
 def save_final(model: VisionModule, path: Path, **extra: Any) -> None:
@@ -176,25 +189,25 @@ def save_final(model: VisionModule, path: Path, **extra: Any) -> None:
         torch.save(ckpt, tmp)
 
 
-def _trainer(cfg: Namespace, out: Path, callbacks: list, logger: Any) -> pl.Trainer:
-    """The Lightning Trainer of ``vision_train``; settings Lightning rejects (an unknown
-    accelerator or precision, a missing backend) are one-line errors naming the section."""
+def _trainer(cfg: Namespace, out: Path, callbacks: list, logger: Any, total: int,
+             per_epoch: int) -> pl.Trainer:
+    """The Lightning Trainer of ``vision_train``: one pass over the step stream of ``total``
+    steps, validated every data epoch (``per_epoch`` steps). Settings Lightning rejects (an
+    unknown accelerator or precision, a missing backend) are one-line errors naming the
+    section."""
     t = cfg.vision_train
     try:
-        return _make_trainer(t, out, callbacks, logger)
+        return pl.Trainer(
+            max_epochs=1, max_steps=total, accelerator=t.accelerator, devices=t.devices,
+            strategy=t.strategy, num_nodes=t.num_nodes, precision=t.precision, logger=logger,
+            callbacks=callbacks, default_root_dir=str(out), num_sanity_val_steps=0,
+            log_every_n_steps=1, enable_model_summary=False, deterministic=False,
+            plugins=[AtomicCheckpointIO()], val_check_interval=max(1, min(per_epoch, total)),
+            check_val_every_n_epoch=None)
     except (MisconfigurationException, ValueError, ImportError, RuntimeError) as e:
         raise io.UserError(f"vision_train (accelerator {t.accelerator!r}, devices "
                            f"{t.devices!r}, strategy {t.strategy!r}, precision "
                            f"{t.precision!r}): {' '.join(str(e).split())[:300]}") from None
-
-
-def _make_trainer(t: Any, out: Path, callbacks: list, logger: Any) -> pl.Trainer:
-    return pl.Trainer(
-        max_epochs=t.max_epochs, max_steps=t.max_steps, accelerator=t.accelerator,
-        devices=t.devices, strategy=t.strategy, num_nodes=t.num_nodes, precision=t.precision,
-        logger=logger, callbacks=callbacks, default_root_dir=str(out),
-        num_sanity_val_steps=0, log_every_n_steps=1, enable_model_summary=False,
-        deterministic=False)
 
 
 def train_vision(cfg: Namespace, data: str | Path, out: str | Path) -> Path:
@@ -224,21 +237,23 @@ def train_vision(cfg: Namespace, data: str | Path, out: str | Path) -> Path:
     model = build_vision(spec)
     train_loader, val_loader = _loaders(model, store, cfg.vision_train, cfg.seed)
     io.claim(out, config_hash, "train-vision")  # another config's work is moved aside
+    last = out / "last.ckpt"
+    resumed = read_checkpoint(last)  # a last.ckpt carrying pickled code is refused, not run
+    sampler = train_loader.batch_sampler
+    sampler.start = checkpoint_step(resumed)
     fps = FramesPerSecond()
-    ckpt = ModelCheckpoint(dirpath=out, filename="epoch{epoch:03d}", auto_insert_metric_name=False,
-                           save_last=True, save_top_k=1, every_n_epochs=1)
+    ckpt = ModelCheckpoint(dirpath=out, filename="step{step}", save_last=True, save_top_k=0,
+                           every_n_train_steps=cfg.vision_train.checkpoint_every)
     logger = lightning_logger(cfg, "train-vision", out)
     last_val = LastValidation()
-    trainer = _trainer(cfg, out, [ckpt, fps, last_val, NonFiniteLoss(), RichProgressBar()],
-                       logger)
+    trainer = _trainer(cfg, out, [ckpt, fps, last_val, NonFiniteLoss(), StepSeed(cfg.seed),
+                                  RichProgressBar()], logger, sampler.total, sampler.per_epoch)
     t0 = time.time()
-    if getattr(model, "trainable", True):
-        last = out / "last.ckpt"
-        resume = str(last) if last.exists() else None
-        if resume:
-            print(f"train-vision: resuming from {last}")
-            io.load_weights(last)  # a last.ckpt carrying pickled code is refused, not run
-        trainer.fit(model, train_loader, val_loader, ckpt_path=resume, weights_only=True)
+    if getattr(model, "trainable", True) and sampler.total:
+        if resumed is not None:
+            print(f"train-vision: resuming from {last} (step {sampler.start})")
+        trainer.fit(model, train_loader, val_loader,
+                    ckpt_path=str(last) if resumed is not None else None, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}  # last train step
     if last_val.step != trainer.global_step:  # the final weights were not validated yet
         trainer.validate(model, val_loader, verbose=False)  # (training stopped mid-epoch)

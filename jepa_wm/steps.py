@@ -1,0 +1,108 @@
+"""Exact resume for V and M: what training step g sees (its batch and its noise) is a
+function of the run's seed and g alone, so a training killed at step k and resumed from its
+``last.ckpt`` ends with the same weights, bit for bit on CPU at the same thread count, as
+one never stopped.
+
+- ``StepBatches``: the batches of a map-style dataset addressed by step (V's frames and
+  windows); M's ``EpisodeChunks`` does the same for its episode lanes.
+- ``StepSeed``: seeds torch's global generator from ``(seed, g)`` before every training step,
+  so the VAE's eps, dropout or any other draw of a V or M is the step's own.
+- ``checkpoint_step``: the step a ``last.ckpt`` was saved at, where the data resumes.
+- ``AtomicCheckpointIO``: Lightning's checkpoints written to a temporary file and renamed,
+  so a kill while saving leaves the previous ``last.ckpt``, never a truncated one.
+
+Each training is one Lightning epoch of ``total`` steps (the data's own epochs are inside
+the stream), so Lightning's restored step count and the stream agree however the run was
+cut; validation runs every data epoch's worth of steps (``val_check_interval``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins import TorchCheckpointIO
+from torch.utils.data import Sampler
+
+
+def step_seed(seed: int, step: int, *more: int) -> int:
+    """A 63-bit seed for step ``step`` of a run seeded ``seed`` (independent streams)."""
+    state = np.random.SeedSequence([int(seed), int(step), *map(int, more)]).generate_state(2)
+    return int(state[0]) << 31 ^ int(state[1])
+
+
+class StepSeed(pl.Callback):
+    """Seeds torch's global generator from ``(seed, global_step)`` before every training
+    step."""
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        torch.manual_seed(step_seed(self.seed, trainer.global_step))
+
+
+def checkpoint_step(ckpt: dict | None) -> int:
+    """The global step a Lightning checkpoint (loaded, or None) was saved at."""
+    return int(ckpt.get("global_step", 0)) if isinstance(ckpt, dict) else 0
+
+
+class StepBatches(Sampler[list[int]]):
+    """Batches of ``n`` items addressed by training step: step ``g`` takes items
+    ``perm_e[p * B:(p + 1) * B]`` where ``e, p = divmod(g, per_epoch)`` and ``perm_e`` is
+    the permutation drawn from ``(seed, e)``. Iterates the steps ``start .. total - 1``;
+    its length is ``total`` (the step count a resumed trainer counts on from).
+
+    ``per_epoch`` is ``n // B`` (the last partial batch dropped) when ``n > B``, else one
+    batch of all ``n`` items.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, total: int, start: int = 0):
+        if n < 1 or batch_size < 1 or total < 0:
+            raise ValueError(f"StepBatches: n {n}, batch_size {batch_size}, total {total}")
+        self.n, self.batch_size, self.seed = n, batch_size, int(seed)
+        self.total, self.start = int(total), int(start)
+        self.per_epoch = n // batch_size if n > batch_size else 1
+
+    def __len__(self) -> int:
+        return self.total
+
+    def batch(self, step: int) -> list[int]:
+        """The item numbers of training step ``step``."""
+        epoch, pos = divmod(step, self.per_epoch)
+        perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        return perm[pos * self.batch_size:(pos + 1) * self.batch_size].tolist()
+
+    def __iter__(self):
+        perm, epoch = None, -1
+        for step in range(self.start, self.total):
+            e, pos = divmod(step, self.per_epoch)
+            if e != epoch:
+                perm, epoch = np.random.default_rng([self.seed, e]).permutation(self.n), e
+            yield perm[pos * self.batch_size:(pos + 1) * self.batch_size].tolist()
+
+
+def total_steps(max_steps: int, max_epochs: int, per_epoch: int) -> int:
+    """The steps a training runs: ``max_epochs`` data epochs, capped by ``max_steps``."""
+    total = max_epochs * per_epoch
+    return min(total, max_steps) if max_steps > 0 else total
+
+
+def read_checkpoint(path: Path) -> dict | None:
+    """A ``last.ckpt`` loaded safely (``weights_only``; pickled code is refused with a
+    one-line error), or None when there is none."""
+    from jepa_wm import io
+
+    return io.load_weights(path) if Path(path).exists() else None
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` whose saves are atomic (``jepa_wm.io.atomic_path``)."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        from jepa_wm import io
+
+        with io.atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
