@@ -19,16 +19,18 @@ import platform
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 from common import results_path  # benchmarks/common.py (scripts run from their folder)
 from jsonargparse import Namespace
 
 from jepa_wm.dream import Dream, rollout
+from jepa_wm.envs import ActionSpace
 from jepa_wm.memory import MDNRNNModule
 from jepa_wm.nets.controller import ControllerPopulation, controller_input_dim, num_params
 
-ACTION = {"type": "discrete", "n": 3}  # VizdoomTakeCover-v1
+ACTION = ActionSpace(gym.spaces.Discrete(3)).to_dict()  # VizdoomTakeCover-v1
 LATENT = 32
 
 

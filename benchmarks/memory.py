@@ -20,6 +20,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import gymnasium as gym
 import pytorch_lightning as pl
 import torch
 from common import (  # benchmarks/common.py (scripts run from their folder)
@@ -30,10 +31,12 @@ from common import (  # benchmarks/common.py (scripts run from their folder)
 )
 from torch.utils.data import DataLoader, Dataset
 
+from jepa_wm.envs import ActionSpace
+
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ["doom_fast", "doom_takecover"]
 #: VizDoom take-cover's action space (left, right, stay), as M receives it.
-ACTION = {"type": "discrete", "n": 3}
+ACTION = ActionSpace(gym.spaces.Discrete(3)).to_dict()
 
 
 class SyntheticWindows(Dataset):

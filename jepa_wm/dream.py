@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from jepa_wm.io import UserError
-from jepa_wm.memory import MDNRNNModule, action_vectors
+from jepa_wm.memory import MDNRNNModule
 from jepa_wm.nets.mdnrnn import check_tau, sample_gmm
 
 DONE_MODES = ("threshold", "sample")
@@ -150,7 +150,7 @@ class Dream:
         (rows already finished, kept when not compacting, get reward 0 and done True);
         ``next_state`` holds only the unfinished rows when compacting.
         """
-        a = action_vectors(torch.as_tensor(action), self.action)
+        a = self.action.vector(torch.as_tensor(action))
         pred, h, c = self.net.step(state.z, a, state.h, state.c)
         D, n, g = self.latent_dim, state.n, state.generator
         # noise for all n dreams, then the live rows': the same draws with or without
@@ -239,9 +239,7 @@ class DreamEnv(gym.Env):
         self.include_cell = include_cell
         size = dream.latent_dim + dream.hidden_size * (2 if include_cell else 1)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (size,), np.float32)
-        a = dream.action
-        self.action_space = gym.spaces.Discrete(a["n"]) if a["type"] == "discrete" else \
-            gym.spaces.Box(np.array(a["low"], np.float32), np.array(a["high"], np.float32))
+        self.action_space = dream.action.space  # the real env's own space
         self._state: DreamState | None = None
 
     def _obs(self) -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from jepa_wm.dream import Dream, rollout
-from jepa_wm.memory import MDNRNNModule, action_vectors
+from jepa_wm.memory import MDNRNNModule
 from jepa_wm.nets.mdnrnn import MDNOutput
 
 HORIZONS = (1, 10, 50, 200)
@@ -55,7 +55,7 @@ def episode_batch(memory: MDNRNNModule, latents, store, episodes: Sequence[int],
     rng = np.random.default_rng(seed)
     z = torch.as_tensor(latents.sample(flat, rng)).reshape(*idx.shape, -1)
     z_mean = torch.as_tensor(np.asarray(latents.z[flat], np.float32)).reshape(*idx.shape, -1)
-    a = action_vectors(torch.as_tensor(store.actions(flat)), memory.action)
+    a = memory.action.vector(torch.as_tensor(store.actions(flat)))
     done = torch.as_tensor(store.terminated(flat).astype(np.float32)).reshape(idx.shape)
     valid = torch.as_tensor(np.arange(T)[None] < lengths[:, None])
     return {"z": memory.standardise(z), "z_mean": memory.standardise(z_mean),
@@ -116,22 +116,29 @@ def death_calibration(hazard: torch.Tensor, batch: dict) -> dict:
             "reliability": rows}
 
 
-def held_random_policy(action: dict, max_hold: int, n: int, generator: torch.Generator):
+def held_random_policy(action, max_hold: int, n: int, generator: torch.Generator):
     """The data's policy for ``n`` dreams: a uniform random action held for a uniform
-    1..max_hold steps, then a new one; ``policy(x, index) -> actions`` for ``rollout``."""
-    discrete = action["type"] == "discrete"
+    1..max_hold steps, then a new one; ``policy(x, index) -> actions`` for ``rollout``.
+    ``action``: the ``ActionSpace`` (Discrete or a 1-D Box)."""
+    from jepa_wm.envs.actions import ActionSpace
+
+    space = ActionSpace.of(action)
+    space.controller_dim  # noqa: B018 (raises for the spaces C cannot act in either)
+    discrete = space.discrete
     left = torch.zeros(n, dtype=torch.long)
     if discrete:
         current = torch.zeros(n, dtype=torch.long)
+        count, start = int(space.space.n), int(space.space.start)
     else:
-        low, high = torch.tensor(action["low"]), torch.tensor(action["high"])
+        low = torch.as_tensor(space.space.low, dtype=torch.float32)
+        high = torch.as_tensor(space.space.high, dtype=torch.float32)
         current = torch.zeros(n, len(low))
 
     def policy(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         new = index[left[index] == 0]
         if len(new):
             if discrete:
-                current[new] = torch.randint(action["n"], (len(new),), generator=generator)
+                current[new] = start + torch.randint(count, (len(new),), generator=generator)
             else:
                 u = torch.rand(len(new), len(low), generator=generator)
                 current[new] = low + u * (high - low)

@@ -21,39 +21,12 @@ import pytorch_lightning as pl
 import torch
 from torch.nn import functional as F
 
+from jepa_wm.envs.actions import ActionSpace
 from jepa_wm.io import UserError, atomic_path, claim, load_weights, write_json
 from jepa_wm.nets.mdnrnn import MDNRNN, gmm_nll
 from jepa_wm.steps import AtomicCheckpointIO, StepSeed, checkpoint_step, read_checkpoint
 
 CHECKPOINT_KIND = "jepa_wm.memory"
-
-
-# ----------------------------------------------------------------------------- actions
-
-
-def describe_space(space) -> dict:
-    """A gymnasium action space as the plain dict M and C carry in their checkpoints."""
-    import gymnasium as gym
-
-    if isinstance(space, gym.spaces.Discrete):
-        return {"type": "discrete", "n": int(space.n)}
-    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
-        return {"type": "box", "low": [float(x) for x in space.low],
-                "high": [float(x) for x in space.high]}
-    raise UserError(f"action space {space}: not supported; accepted: Discrete or a 1-D Box")
-
-
-def action_dim(action: dict) -> int:
-    """Size of the action vector M consumes (one-hot for Discrete)."""
-    return int(action["n"]) if action["type"] == "discrete" else len(action["low"])
-
-
-def action_vectors(a: torch.Tensor, action: dict) -> torch.Tensor:
-    """Stored actions -> float vectors: Discrete int ``(...)`` -> one-hot ``(..., n)``;
-    Box ``(..., d)`` unchanged (as float). Already-vectorised actions pass through."""
-    if action["type"] == "discrete" and not torch.is_floating_point(a):
-        return F.one_hot(a.long().clamp(min=0), int(action["n"])).float()
-    return a.float()
 
 
 # ----------------------------------------------------------------------------- latents
@@ -94,8 +67,8 @@ class MDNRNNModule(pl.LightningModule):
 
     Args:
         latent_dim: D; filled in by ``train-memory`` from the latent set.
-        action: Action space description (``{"type": "discrete", "n": 3}`` ...); filled in
-            by ``train-memory`` from the rollout store.
+        action: The action space (``ActionSpace.to_dict()``, e.g. ``{"type": "Discrete",
+            "n": 3, "start": 0}``); filled in by ``train-memory`` from the rollout store.
         hidden_size: LSTM units (256; the paper's Doom M used 512).
         num_mixtures: K Gaussians per latent dimension (5 as the paper).
         shared_mixture: One set of mixture weights for the whole z instead of per dim.
@@ -127,8 +100,9 @@ class MDNRNNModule(pl.LightningModule):
             raise UserError(f"memory_model.done_pos_weight: {done_pos_weight}; accepted: a "
                             "number > 0 (1 = unweighted)")
         self.save_hyperparameters()
-        self.action = dict(action)
-        self.net = MDNRNN(latent_dim, action_dim(action), hidden_size, num_mixtures,
+        self.action = ActionSpace.of(action)
+        self.hparams["action"] = self.action.to_dict()  # plain values in every checkpoint
+        self.net = MDNRNN(latent_dim, self.action.dim, hidden_size, num_mixtures,
                           shared_mixture)
         self.register_buffer("latent_mean", torch.zeros(latent_dim))
         self.register_buffer("latent_std", torch.ones(latent_dim))
@@ -160,7 +134,7 @@ class MDNRNNModule(pl.LightningModule):
         the next chunk from zero. (Packing the rows instead made the CPU backward ~10x
         slower: 2-6 s against 0.2 s for 16 x 500 steps, LSTM 256.)"""
         z = self.standardise(batch["z"].float())
-        a = action_vectors(batch["a"], self.action)
+        a = self.action.vector(batch["a"])
         mask = batch["mask"].bool()
         step_mask, next_mask = mask[:, :-1].float(), mask[:, 1:].float()
         pred, state = self.net(z[:, :-1], a[:, :-1], state)
@@ -249,7 +223,7 @@ def save_memory(module: MDNRNNModule, path: str | Path, **extra: Any) -> None:
     ``val_episodes``)."""
     ckpt = {"kind": CHECKPOINT_KIND, "spec": module.spec(),
             "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
-            "latent_dim": module.latent_dim, "action": module.action,
+            "latent_dim": module.latent_dim, "action": module.action.to_dict(),
             "latent_mean": module.latent_mean.tolist(), "latent_std": module.latent_std.tolist(),
             **extra}
     with atomic_path(path) as tmp:
@@ -282,8 +256,8 @@ def load_memory(path: str | Path) -> MDNRNNModule:
 # ----------------------------------------------------------------------------- stage
 
 
-def _action_space_of_store(store, cfg) -> dict:
-    """The store's action space description (from the store, else from the env itself)."""
+def _action_space_of_store(store, cfg) -> ActionSpace:
+    """The store's action space (from the store, else from the env itself)."""
     space = getattr(store, "action_space", None)
     if space is None:
         from jepa_wm.envs import make_env
@@ -291,7 +265,7 @@ def _action_space_of_store(store, cfg) -> dict:
         env = make_env(cfg.env, image_size=cfg.image_size, frame_skip=cfg.frame_skip)
         space = env.action_space
         env.close()
-    return space if isinstance(space, dict) else describe_space(space)
+    return ActionSpace.of(space)
 
 
 def loss_summary(module: MDNRNNModule, loader, max_batches: int | None = None
@@ -317,7 +291,7 @@ def loss_summary(module: MDNRNNModule, loader, max_batches: int | None = None
     return {k: v / max(weights[k], 1.0) for k, v in sums.items()}
 
 
-def build_memory(cfg, latents, action: dict) -> MDNRNNModule:
+def build_memory(cfg, latents, action: ActionSpace) -> MDNRNNModule:
     """M as configured in ``cfg.memory_model`` with the data's sizes filled in."""
     spec = cfg.memory_model
     if spec is None:
@@ -332,7 +306,8 @@ def build_memory(cfg, latents, action: dict) -> MDNRNNModule:
     if not (isinstance(cls, type) and issubclass(cls, MDNRNNModule)):
         raise UserError(f"memory_model.class_path {spec['class_path']}: not an M; accepted: "
                         "jepa_wm.memory.MDNRNNModule (or a subclass)")
-    init = {**spec.get("init_args", {}), "latent_dim": latents.latent_dim, "action": action}
+    init = {**spec.get("init_args", {}), "latent_dim": latents.latent_dim,
+            "action": ActionSpace.of(action).to_dict()}
     module = cls(**init)
     module.latent_mean.copy_(torch.as_tensor(latents.mean))
     module.latent_std.copy_(torch.as_tensor(np.maximum(latents.std, 1e-6)))

@@ -219,9 +219,10 @@ def _other_latents(ctx: Ctx) -> Path:
 
 def _small_controller(ctx: Ctx, name: str) -> Path:
     from jepa_wm.controller import ControllerFile
+    from jepa_wm.envs import ActionSpace
     from jepa_wm.nets.controller import num_params
 
-    action = {"type": "discrete", "n": 3}
+    action = ActionSpace(gym.spaces.Discrete(3))
     path = ctx.bad(name) / "other.npz"
     ControllerFile(np.zeros(num_params(5 + 7, action), np.float32), 5, 7, False,
                    action).save(path)

@@ -12,13 +12,15 @@ import sys
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
 from jepa_wm.controller import ControllerFile
+from jepa_wm.envs import ActionSpace
 from jepa_wm.io import UserError
-from jepa_wm.nets.controller import ControllerPopulation, LinearController, map_action, num_params
+from jepa_wm.nets.controller import ControllerPopulation, LinearController, num_params
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,21 +32,22 @@ ENV = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
 
 
 def test_discrete_mapping_is_argmax_and_one_hot():
-    env_a, vec = map_action(torch.tensor([[0.1, 2.0, -1.0], [3.0, 0.0, 0.0]]),
-                            {"type": "discrete", "n": 3})
+    env_a, vec = ActionSpace(gym.spaces.Discrete(3)).controller_action(
+        torch.tensor([[0.1, 2.0, -1.0], [3.0, 0.0, 0.0]]))
     assert env_a.tolist() == [1, 0]
     assert vec.tolist() == [[0, 1, 0], [1, 0, 0]]
 
 
 def test_box_mapping_is_tanh_scaled_to_bounds():
-    box = {"type": "box", "low": [-1.0, 0.0], "high": [1.0, 4.0]}
-    env_a, vec = map_action(torch.tensor([[0.0, 0.0], [50.0, -50.0], [-50.0, 50.0]]), box)
+    box = ActionSpace(gym.spaces.Box(np.array([-1.0, 0.0], np.float32),
+                                     np.array([1.0, 4.0], np.float32)))
+    env_a, vec = box.controller_action(torch.tensor([[0.0, 0.0], [50.0, -50.0], [-50.0, 50.0]]))
     torch.testing.assert_close(env_a, torch.tensor([[0.0, 2.0], [1.0, 0.0], [-1.0, 4.0]]))
     assert torch.equal(env_a, vec)
 
 
-@pytest.mark.parametrize("action", [{"type": "discrete", "n": 3},
-                                    {"type": "box", "low": [-1.0] * 2, "high": [1.0] * 2}])
+@pytest.mark.parametrize("action", [gym.spaces.Discrete(3),
+                                    gym.spaces.Box(-1.0, 1.0, (2,), np.float32)])
 def test_population_rows_use_their_owners_parameters(action):
     P, dim = 5, 7
     params = torch.randn(P, num_params(dim, action))
@@ -56,7 +59,7 @@ def test_population_rows_use_their_owners_parameters(action):
 
 
 def test_controller_file_round_trip_and_bad_file(tmp_path):
-    action = {"type": "discrete", "n": 3}
+    action = ActionSpace(gym.spaces.Discrete(3))
     c = ControllerFile(np.arange(num_params(8 + 4, action), dtype=np.float32), 8, 4, False,
                        action, 12.5)
     c.save(tmp_path / "best.npz")

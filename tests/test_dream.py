@@ -3,17 +3,19 @@ passes check_env, bad settings are one-line errors."""
 
 from __future__ import annotations
 
+import gymnasium as gym
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
 from jepa_wm.dream import Dream, DreamEnv, rollout
+from jepa_wm.envs import ActionSpace
 from jepa_wm.io import UserError
 from jepa_wm.memory import MDNRNNModule
 from jepa_wm.nets.controller import ControllerPopulation, controller_input_dim, num_params
 
 torch.set_num_threads(1)
-DISCRETE = {"type": "discrete", "n": 3}
+DISCRETE = ActionSpace(gym.spaces.Discrete(3)).to_dict()
 
 
 def small_memory(done_bias: float = -2.5, seed: int = 0) -> MDNRNNModule:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from jepa_wm.envs import action_dim, action_to_vector, make_env, resize_area, vector_to_action
+from jepa_wm.envs import ActionSpace, make_env, resize_area
 from jepa_wm.io import UserError
 
 
@@ -129,17 +129,43 @@ def test_resize_is_area_average():
 
 
 def test_action_vectors():
-    disc = gym.spaces.Discrete(3)
+    disc = ActionSpace(gym.spaces.Discrete(3))
     a = np.array([[0, 2], [1, 1]])
-    v = action_to_vector(disc, a)
+    v = disc.vector(a)
     assert v.shape == (2, 2, 3) and v.dtype == np.float32
     np.testing.assert_array_equal(v[0, 1], [0, 0, 1])
-    vt = action_to_vector(disc, torch.tensor([2, 0]))
+    vt = disc.vector(torch.tensor([2, 0]))
     assert isinstance(vt, torch.Tensor) and vt.dtype == torch.float32
     assert vt.tolist() == [[0, 0, 1], [1, 0, 0]]
-    np.testing.assert_array_equal(vector_to_action(disc, v), a)
-    box = gym.spaces.Box(-1, 1, (3,), np.float32)
+    assert torch.equal(disc.vector(vt), vt)  # vectors pass through
+    np.testing.assert_array_equal(disc.env_action(v), a)
+    box = ActionSpace(gym.spaces.Box(-1, 1, (3,), np.float32))
     b = np.array([[0.5, -2.0, 0.1]], np.float32)
-    assert action_to_vector(box, b).shape == (1, 3) and action_dim(box) == 3
-    np.testing.assert_allclose(vector_to_action(box, b), [[0.5, -1.0, 0.1]])
-    assert action_dim(disc) == 3 and action_dim(gym.spaces.MultiDiscrete([2, 3])) == 5
+    assert box.vector(b).shape == (1, 3) and box.dim == 3
+    np.testing.assert_allclose(box.env_action(b), [[0.5, -1.0, 0.1]])
+    assert disc.dim == 3 and ActionSpace(gym.spaces.MultiDiscrete([2, 3])).dim == 5
+    with pytest.raises(UserError, match="linear controller acts on Discrete or 1-D Box"):
+        ActionSpace(gym.spaces.MultiBinary(4)).controller_dim  # noqa: B018
+
+
+@pytest.mark.parametrize("space", [gym.spaces.Discrete(3), gym.spaces.Discrete(4, start=1),
+                                   gym.spaces.Box(-1, 1, (2,), np.float32),
+                                   gym.spaces.MultiBinary(3), gym.spaces.MultiDiscrete([2, 3])])
+def test_one_action_description_round_trips_through_json(space):
+    """The form the store's meta.json, M's checkpoint and C's best.npz carry rebuilds the
+    env's own space; spaces no pipeline part can use are refused in one line."""
+    import json
+
+    a = ActionSpace(space)
+    back = ActionSpace.of(json.loads(json.dumps(a.to_dict())))
+    assert back == a and back.space == space and back == space
+    with pytest.raises(UserError, match="not supported"):
+        ActionSpace.of(gym.spaces.Text(5))
+
+
+def test_checkpoints_older_than_one_description_still_load():
+    old_discrete, old_box = {"type": "discrete", "n": 3}, {"type": "box", "low": [-1.0, 0.0],
+                                                           "high": [1.0, 4.0]}
+    assert ActionSpace.of(old_discrete) == gym.spaces.Discrete(3)
+    box = ActionSpace.of(old_box).space
+    assert box.shape == (2,) and box.low.tolist() == [-1, 0] and box.high.tolist() == [1, 4]

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -18,12 +19,13 @@ import torch
 from jepa_wm import fidelity
 from jepa_wm.data import RolloutStore
 from jepa_wm.dream import Dream
+from jepa_wm.envs import ActionSpace
 from jepa_wm.memory import MDNRNNModule, save_memory
 from tests.conftest import write_test_latents
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
-DISCRETE = {"type": "discrete", "n": 3}
+DISCRETE = ActionSpace(gym.spaces.Discrete(3)).to_dict()
 
 
 def constant_hazard_memory(p: float, latent_dim: int = 4, **kw) -> MDNRNNModule:

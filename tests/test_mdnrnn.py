@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import math
 
+import gymnasium as gym
 import pytest
 import torch
 from torch import distributions as dist
 
+from jepa_wm.envs import ActionSpace
 from jepa_wm.io import UserError
 from jepa_wm.memory import MDNRNNModule, load_memory, save_memory
 from jepa_wm.nets.mdnrnn import MDNRNN, MDNOutput, gmm_nll, sample_gmm
 
 torch.set_num_threads(1)
-DISCRETE = {"type": "discrete", "n": 3}
+DISCRETE = ActionSpace(gym.spaces.Discrete(3)).to_dict()
 
 
 def random_mixture(n=4, d=6, k=5, shared=False, seed=0) -> MDNOutput:

@@ -9,18 +9,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
 from jepa_wm.data import RolloutStore
 from jepa_wm.data.datasets import EpisodeChunks
+from jepa_wm.envs import ActionSpace
 from jepa_wm.memory import MDNRNNModule, loss_summary
 from tests.conftest import write_test_latents
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
-DISCRETE = {"type": "discrete", "n": 3}
+DISCRETE = ActionSpace(gym.spaces.Discrete(3)).to_dict()
 D = 4  # the size of conftest.write_test_latents' z
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from jepa_wm.envs.actions import ActionSpace
 from jepa_wm.io import UserError, atomic_path, sha256_file
 from jepa_wm.nets.controller import ControllerPopulation, num_params
 
@@ -38,8 +39,11 @@ class ControllerFile:
     latent_dim: int
     hidden_size: int
     include_cell: bool
-    action: dict
+    action: ActionSpace
     fitness: float = float("nan")
+
+    def __post_init__(self):
+        self.action = ActionSpace.of(self.action)
 
     @property
     def input_dim(self) -> int:
@@ -56,7 +60,7 @@ class ControllerFile:
             np.savez(f, params=self.params.astype(np.float32),
                      latent_dim=self.latent_dim, hidden_size=self.hidden_size,
                      include_cell=self.include_cell, fitness=self.fitness,
-                     action=json.dumps(self.action))
+                     action=json.dumps(self.action.to_dict()))
 
     @classmethod
     def load(cls, path: str | Path) -> ControllerFile:
@@ -68,7 +72,7 @@ class ControllerFile:
                         float(f["fitness"]))
         except FileNotFoundError:
             raise UserError(f"{path}: controller file not found") from None
-        except (KeyError, ValueError, OSError) as e:
+        except (KeyError, ValueError, OSError, UserError) as e:
             raise UserError(f"{path}: not a controller file written by train-controller "
                             f"({type(e).__name__}: {e})") from None
         if c.params.shape != (num_params(c.input_dim, c.action),):

@@ -3,7 +3,7 @@
 All views index the store's memory maps on demand (nothing is preloaded) and can be
 restricted to a subset of episodes (``split_episodes`` makes a train/validation split).
 ``EpisodeChunks`` serves M: whole episodes in chunks, for training with the state carried.
-Actions come out as float vectors (``jepa_wm.envs.action_to_vector``: one-hot for
+Actions come out as float vectors (``ActionSpace.vector``: one-hot for
 Discrete), the form the nets consume.
 """
 
@@ -16,7 +16,6 @@ import torch
 from torch.utils.data import Dataset, IterableDataset
 
 from jepa_wm.data.store import RolloutStore
-from jepa_wm.envs import action_to_vector
 from jepa_wm.io import UserError
 
 
@@ -103,7 +102,7 @@ class FramePairDataset(Dataset):
         """The items ``indices`` from one read of the memory maps (see ``FrameDataset``)."""
         t = self.index[np.asarray(indices, np.int64)]
         frames = torch.from_numpy(self.store.frames(np.stack([t, t + 1], axis=1)))
-        a = torch.from_numpy(action_to_vector(self.store.action_space, self.store.actions(t)))
+        a = torch.from_numpy(self.store.action_space.vector(self.store.actions(t)))
         return [{"obs": f[0], "a": ai, "next_obs": f[1]} for f, ai in zip(frames, a)]
 
 
@@ -166,7 +165,7 @@ class WindowDataset(Dataset):
             key, x = "obs", self.store.frames(idx)
         else:
             key, x = "z", np.asarray(self.source[idx], dtype=np.float32)
-        a = action_to_vector(self.store.action_space, self.store.actions(idx))
+        a = self.store.action_space.vector(self.store.actions(idx))
         r = self.store.rewards(idx).astype(np.float32)
         done = self.store.terminated(idx).astype(np.float32)
         for arr in (x, a, r, done):
@@ -293,7 +292,7 @@ class EpisodeChunks(IterableDataset):
                rng: np.random.Generator) -> dict[str, torch.Tensor]:
         flat = idx.ravel()
         z = self.latents.sample(flat, rng).reshape(*idx.shape, -1)
-        a = action_to_vector(self.store.action_space, self.store.actions(flat))
+        a = self.store.action_space.vector(self.store.actions(flat))
         a = a.reshape(*idx.shape, -1)
         r = self.store.rewards(flat).astype(np.float32).reshape(idx.shape)
         done = self.store.terminated(flat).astype(np.float32).reshape(idx.shape)

@@ -30,6 +30,7 @@ import numpy as np
 from numpy.lib import format as npformat
 from numpy.lib.format import open_memmap
 
+from jepa_wm.envs.actions import ActionSpace
 from jepa_wm.io import UserError, read_json, sha256_file, write_json
 
 FORMAT_VERSION = 1
@@ -234,7 +235,8 @@ class RolloutStore:
         self.episode_starts = (np.concatenate(starts) if starts else np.zeros(0, np.int64))
         #: one past each episode's last frame, ``(E,)`` int64.
         self.episode_ends = np.append(self.episode_starts[1:], self.num_frames).astype(np.int64)
-        self.action_space = space_from_dict(self.meta["action_space"])
+        #: the env's actions (``jepa_wm.envs.actions.ActionSpace``)
+        self.action_space = ActionSpace.of(self.meta["action_space"])
         self.observation_space = space_from_dict(self.meta["observation_space"])
 
     def __getstate__(self):
@@ -385,7 +387,7 @@ class RolloutStore:
         return {"path": str(self.root), "env_id": self.meta["env_id"], "episodes": self.num_episodes,
                 "frames": self.num_frames, "shards": len(self.shard_frames),
                 "image_shape": list(self.image_shape),
-                "action_space": str(self.action_space), "seed": self.meta["seed"],
+                "action_space": str(self.action_space.space), "seed": self.meta["seed"],
                 "policy": self.meta["policy"],
                 "return_mean": stats(returns)[0], "return_std": stats(returns)[1],
                 "length_mean": stats(lengths)[0], "length_std": stats(lengths)[1],

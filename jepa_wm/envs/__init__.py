@@ -15,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 from PIL import Image
 
+from jepa_wm.envs.actions import ActionSpace
 from jepa_wm.io import UserError
 
 #: Step limits used when the caller leaves ``max_episode_steps`` None (Ha & Schmidhuber 2018).
@@ -178,81 +179,12 @@ def make_env(env_id: str, image_size: int = 64, frame_skip: int = 1,
     return env
 
 
-def action_dim(space: gym.Space) -> int:
-    """Length of the float vector ``action_to_vector`` gives for ``space``."""
-    if isinstance(space, gym.spaces.Discrete):
-        return int(space.n)
-    if isinstance(space, gym.spaces.MultiDiscrete):
-        return int(np.sum(space.nvec))
-    if isinstance(space, (gym.spaces.Box, gym.spaces.MultiBinary)):
-        return int(np.prod(space.shape))
-    raise UserError(f"action space {space}: not supported; use Discrete, Box, MultiBinary "
-                    "or MultiDiscrete")
-
-
-def action_to_vector(space: gym.Space, a):
-    """Env actions -> float32 vectors the nets consume, batched over leading dims.
-
-    Discrete ``(...)`` int -> one-hot ``(..., n)``; Box ``(..., *shape)`` -> ``(..., d)``;
-    MultiBinary as floats; MultiDiscrete as concatenated one-hots. Accepts numpy arrays
-    (returns numpy) or torch tensors (returns torch, same device).
-    """
-    is_torch = type(a).__module__.startswith("torch")
-    if not is_torch:
-        a = np.asarray(a)
-    if isinstance(space, gym.spaces.Discrete):
-        idx = a - int(space.start)
-        if is_torch:
-            import torch
-
-            return torch.nn.functional.one_hot(idx.long(), int(space.n)).float()
-        return np.eye(int(space.n), dtype=np.float32)[idx.astype(np.int64)]
-    if isinstance(space, gym.spaces.MultiDiscrete):
-        parts = [action_to_vector(gym.spaces.Discrete(int(n)), a[..., i])
-                 for i, n in enumerate(space.nvec.ravel())]
-        if is_torch:
-            import torch
-
-            return torch.cat(parts, dim=-1)
-        return np.concatenate(parts, axis=-1)
-    if isinstance(space, (gym.spaces.Box, gym.spaces.MultiBinary)):
-        lead = tuple(a.shape[:a.ndim - len(space.shape)])
-        flat = a.reshape(*lead, action_dim(space))
-        return flat.float() if is_torch else flat.astype(np.float32)
-    raise UserError(f"action space {space}: not supported; use Discrete, Box, MultiBinary "
-                    "or MultiDiscrete")
-
-
-def vector_to_action(space: gym.Space, v: np.ndarray) -> np.ndarray:
-    """Float vectors ``(..., action_dim)`` -> env actions (argmax for Discrete, clipped
-    for Box, > 0.5 for MultiBinary): how a controller's output becomes an env action."""
-    v = np.asarray(v, dtype=np.float32)
-    if isinstance(space, gym.spaces.Discrete):
-        return v.argmax(-1).astype(np.int64) + int(space.start)
-    if isinstance(space, gym.spaces.Box):
-        lead = v.shape[:-1]
-        a = v.reshape(*lead, *space.shape)
-        return np.clip(a, space.low, space.high).astype(space.dtype)
-    if isinstance(space, gym.spaces.MultiBinary):
-        return (v > 0.5).astype(np.int8).reshape(*v.shape[:-1], *space.shape)
-    if isinstance(space, gym.spaces.MultiDiscrete):
-        out, i = [], 0
-        for n in space.nvec.ravel():
-            out.append(v[..., i:i + int(n)].argmax(-1))
-            i += int(n)
-        return np.stack(out, -1).astype(np.int64)
-    raise UserError(f"action space {space}: not supported; use Discrete, Box, MultiBinary "
-                    "or MultiDiscrete")
-
-
 __all__ = [
     "DEFAULT_STEP_LIMITS",
+    "ActionSpace",
     "FrameSkip",
     "PixelObservation",
-    "action_dim",
-    "action_to_vector",
     "default_step_limit",
     "make_env",
     "resize_area",
-    "vector_to_action",
 ]

@@ -2,10 +2,10 @@
 parameter vector, so CMA-ES can search it directly. A population of P vectors acts on P×R
 dreams at once (one batched matmul per step).
 
-The action space is described by a plain dict (it travels in checkpoints and ``best.npz``):
-``{"type": "discrete", "n": N}`` or ``{"type": "box", "low": [...], "high": [...]}``.
-Discrete: C emits N logits and the action is their argmax (one-hot for M). Box: C emits d
-values, squashed by tanh and scaled to ``[low, high]``.
+The action space is the env's ``jepa_wm.envs.actions.ActionSpace`` (or its ``to_dict()``
+form, as checkpoints and ``best.npz`` carry it): Discrete, C emits N logits and the action
+is their argmax (one-hot for M); a 1-D Box, C emits d values, squashed by tanh and scaled
+to ``[low, high]`` (``ActionSpace.controller_action``).
 """
 
 from __future__ import annotations
@@ -13,25 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def action_out_dim(action: dict) -> int:
-    """C's raw output size: N logits (Discrete) or d values (Box)."""
-    return int(action["n"]) if action["type"] == "discrete" else len(action["low"])
-
-
-def map_action(y: torch.Tensor, action: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Raw outputs ``y`` ``(N, out)`` -> (env action, action vector for M).
-
-    Discrete: env action int64 ``(N,)`` (argmax), vector one-hot float ``(N, n)``.
-    Box: env action = vector = ``low + (tanh(y) + 1) / 2 * (high - low)``, ``(N, d)``.
-    """
-    if action["type"] == "discrete":
-        idx = y.argmax(-1)
-        return idx, nn.functional.one_hot(idx, y.shape[-1]).to(y.dtype)
-    low = torch.as_tensor(action["low"], dtype=y.dtype)
-    high = torch.as_tensor(action["high"], dtype=y.dtype)
-    vec = low + (torch.tanh(y) + 1) * 0.5 * (high - low)
-    return vec, vec
+from jepa_wm.envs.actions import ActionSpace
 
 
 def controller_input_dim(latent_dim: int, hidden_size: int, include_cell: bool) -> int:
@@ -39,9 +21,9 @@ def controller_input_dim(latent_dim: int, hidden_size: int, include_cell: bool) 
     return latent_dim + hidden_size * (2 if include_cell else 1)
 
 
-def num_params(input_dim: int, action: dict) -> int:
+def num_params(input_dim: int, action) -> int:
     """Length of the flat parameter vector: ``out * input_dim`` weights + ``out`` biases."""
-    out = action_out_dim(action)
+    out = ActionSpace.of(action).controller_dim
     return out * input_dim + out
 
 
@@ -54,10 +36,10 @@ class LinearController(nn.Module):
         params: Flat vector ``(num_params,)``; zeros when None.
     """
 
-    def __init__(self, input_dim: int, action: dict, params: torch.Tensor | None = None):
+    def __init__(self, input_dim: int, action, params: torch.Tensor | None = None):
         super().__init__()
-        self.input_dim, self.action = input_dim, action
-        out = action_out_dim(action)
+        self.input_dim, self.action = input_dim, ActionSpace.of(action)
+        out = self.action.controller_dim
         n = num_params(input_dim, action)
         params = torch.zeros(n) if params is None else torch.as_tensor(params,
                                                                        dtype=torch.float32)
@@ -67,8 +49,9 @@ class LinearController(nn.Module):
         self.bias = nn.Parameter(params[out * input_dim:].clone())
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x`` ``(N, input_dim)`` -> (env action, action vector), see ``map_action``."""
-        return map_action(nn.functional.linear(x, self.weight, self.bias), self.action)
+        """``x`` ``(N, input_dim)`` -> (env action, action vector), see
+        ``ActionSpace.controller_action``."""
+        return self.action.controller_action(nn.functional.linear(x, self.weight, self.bias))
 
 
 class ControllerPopulation:
@@ -77,13 +60,14 @@ class ControllerPopulation:
     Args:
         params: ``(P, num_params)`` flat vectors (one CMA-ES population).
         input_dim: Size of C's input.
-        action: Action space description.
+        action: The action space (``ActionSpace`` or its dict).
     """
 
-    def __init__(self, params: torch.Tensor, input_dim: int, action: dict):
+    def __init__(self, params: torch.Tensor, input_dim: int, action):
         params = torch.as_tensor(params, dtype=torch.float32)
         P = params.shape[0]
-        out = action_out_dim(action)
+        action = ActionSpace.of(action)
+        out = action.controller_dim
         if params.shape[1] != num_params(input_dim, action):
             raise ValueError(f"population params: {params.shape[1]} per candidate, expected "
                              f"{num_params(input_dim, action)}")
@@ -96,4 +80,4 @@ class ControllerPopulation:
         """``x`` ``(N, input_dim)``, ``owner`` int64 ``(N,)`` in ``[0, P)`` -> (env action,
         action vector) for the N rows, each computed with its owner's parameters."""
         y = torch.einsum("noi,ni->no", self.weight[owner], x) + self.bias[owner]
-        return map_action(y, self.action)
+        return self.action.controller_action(y)

@@ -27,7 +27,6 @@ from jepa_wm.config import check_train_config, to_dict
 from jepa_wm.contract import identity
 from jepa_wm.data.datasets import FrameDataset, WindowDataset, split_episodes
 from jepa_wm.data.store import RolloutStore
-from jepa_wm.envs import action_dim
 from jepa_wm.steps import (
     AtomicCheckpointIO,
     StepBatches,
@@ -126,7 +125,7 @@ def resolve_spec(cfg: Namespace, store: RolloutStore) -> dict:
         raise io.UserError(f"vision_model.init_args.latent_dim: {latent_dim}; accepted: an "
                            "integer >= 1")
     if "action_dim" in params and args.get("action_dim") is None:
-        args["action_dim"] = action_dim(store.action_space)
+        args["action_dim"] = store.action_space.dim
     if "image_size" in params:
         args["image_size"] = int(store.image_shape[-1])
     return spec
