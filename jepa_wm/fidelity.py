@@ -123,7 +123,7 @@ def held_random_policy(action, max_hold: int, n: int, generator: torch.Generator
     from jepa_wm.envs.actions import ActionSpace
 
     space = ActionSpace.of(action)
-    space.controller_dim  # noqa: B018 (raises for the spaces C cannot act in either)
+    space.check_controller()
     discrete = space.discrete
     left = torch.zeros(n, dtype=torch.long)
     if discrete:

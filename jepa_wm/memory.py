@@ -24,7 +24,13 @@ from torch.nn import functional as F
 from jepa_wm.envs.actions import ActionSpace
 from jepa_wm.io import UserError, atomic_path, claim, load_weights, write_json
 from jepa_wm.nets.mdnrnn import MDNRNN, gmm_nll
-from jepa_wm.steps import AtomicCheckpointIO, StepSeed, checkpoint_step, read_checkpoint
+from jepa_wm.steps import (
+    AtomicCheckpointIO,
+    StepSeed,
+    checkpoint_step,
+    read_checkpoint,
+    total_steps,
+)
 
 CHECKPOINT_KIND = "jepa_wm.memory"
 
@@ -369,7 +375,7 @@ def train_memory(cfg, latents_dir: str | Path, out: str | Path,
     if not module.hparams.untrained:
         last = read_checkpoint(out / "last.ckpt")  # pickled code in it is refused, not run
         train = chunks(train_eps, True, start=checkpoint_step(last))
-        train.total = train.steps(tc.max_epochs, tc.max_steps)
+        train.total = total_steps(train.steps(tc.max_epochs), tc.max_steps)
         _fit(cfg, module, train, chunks(val_eps, False) if len(val_eps) else None, out,
              resume=last is not None)
     metrics = {f"final_{k}": v for k, v in
@@ -400,6 +406,7 @@ def _fit(cfg, module: MDNRNNModule, train, val, out: Path, resume: bool) -> None
     tc = cfg.memory_train
     if train.total == 0:
         return
+    epoch = train.epoch_length(0)  # validate (and log) about once per data epoch
     loader = torch.utils.data.DataLoader(train, batch_size=None)
     val_loader = torch.utils.data.DataLoader(val, batch_size=None) if val is not None else None
     checkpoint = ModelCheckpoint(dirpath=out, filename="step{step}", save_last=True,
@@ -410,9 +417,9 @@ def _fit(cfg, module: MDNRNNModule, train, val, out: Path, resume: bool) -> None
         num_nodes=tc.num_nodes, precision=tc.precision,
         logger=lightning_logger(cfg, "train-memory", out),
         callbacks=[checkpoint, StepSeed(cfg.seed)], enable_model_summary=False,
-        log_every_n_steps=max(1, min(50, train.epoch_length(0))), num_sanity_val_steps=0,
+        log_every_n_steps=max(1, min(50, epoch)), num_sanity_val_steps=0,
         enable_progress_bar=True, deterministic=False, plugins=[AtomicCheckpointIO()],
-        val_check_interval=max(1, min(train.epoch_length(0), train.total)),
+        val_check_interval=max(1, min(epoch, train.total)),
         check_val_every_n_epoch=None, limit_val_batches=1.0 if val_loader is not None else 0)
     last = out / "last.ckpt"
     if resume:

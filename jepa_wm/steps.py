@@ -59,7 +59,7 @@ class StepBatches(Sampler[list[int]]):
     batch of all ``n`` items.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, total: int, start: int = 0):
+    def __init__(self, n: int, batch_size: int, seed: int, total: int = 0, start: int = 0):
         if n < 1 or batch_size < 1 or total < 0:
             raise ValueError(f"StepBatches: n {n}, batch_size {batch_size}, total {total}")
         self.n, self.batch_size, self.seed = n, batch_size, int(seed)
@@ -68,12 +68,6 @@ class StepBatches(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return self.total
-
-    def batch(self, step: int) -> list[int]:
-        """The item numbers of training step ``step``."""
-        epoch, pos = divmod(step, self.per_epoch)
-        perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
-        return perm[pos * self.batch_size:(pos + 1) * self.batch_size].tolist()
 
     def __iter__(self):
         perm, epoch = None, -1
@@ -84,10 +78,10 @@ class StepBatches(Sampler[list[int]]):
             yield perm[pos * self.batch_size:(pos + 1) * self.batch_size].tolist()
 
 
-def total_steps(max_steps: int, max_epochs: int, per_epoch: int) -> int:
-    """The steps a training runs: ``max_epochs`` data epochs, capped by ``max_steps``."""
-    total = max_epochs * per_epoch
-    return min(total, max_steps) if max_steps > 0 else total
+def total_steps(epoch_steps: int, max_steps: int) -> int:
+    """The steps a training runs: ``epoch_steps`` (the batches of its ``max_epochs`` data
+    epochs), capped by ``max_steps`` when it is > 0."""
+    return min(epoch_steps, max_steps) if max_steps > 0 else epoch_steps
 
 
 def read_checkpoint(path: Path) -> dict | None:

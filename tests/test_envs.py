@@ -145,7 +145,7 @@ def test_action_vectors():
     np.testing.assert_allclose(box.env_action(b), [[0.5, -1.0, 0.1]])
     assert disc.dim == 3 and ActionSpace(gym.spaces.MultiDiscrete([2, 3])).dim == 5
     with pytest.raises(UserError, match="linear controller acts on Discrete or 1-D Box"):
-        ActionSpace(gym.spaces.MultiBinary(4)).controller_dim  # noqa: B018
+        ActionSpace(gym.spaces.MultiBinary(4)).check_controller()
 
 
 @pytest.mark.parametrize("space", [gym.spaces.Discrete(3), gym.spaces.Discrete(4, start=1),

@@ -201,7 +201,7 @@ class EpisodeChunks(IterableDataset):
         seed: Seed of the episode order (epoch ``k`` uses ``(seed, k)``) and the z noise
             (batch ``p`` of epoch ``k`` uses ``(seed, k, p)``).
         total: Training steps: iterate the steps ``start .. total - 1`` across epochs
-            (``steps`` counts them); None = one data epoch per iteration.
+            (``steps`` counts those of whole epochs); None = one data epoch per iteration.
         start: The step to start from (a resumed training's restored step).
     """
 
@@ -230,10 +230,9 @@ class EpisodeChunks(IterableDataset):
         it lasts as long as the busiest lane)."""
         return _lane_batches(self._chunks[self._order(epoch)], self.batch_size)
 
-    def steps(self, max_epochs: int, max_steps: int = -1) -> int:
-        """Training steps in ``max_epochs`` data epochs, capped by ``max_steps`` (> 0)."""
-        total = sum(self.epoch_length(e) for e in range(max_epochs))
-        return min(total, max_steps) if max_steps > 0 else total
+    def steps(self, max_epochs: int) -> int:
+        """Training steps in ``max_epochs`` data epochs."""
+        return sum(self.epoch_length(e) for e in range(max_epochs))
 
     def __len__(self) -> int:
         return self.total if self.total is not None else self.epoch_length(self.epoch)
@@ -249,8 +248,8 @@ class EpisodeChunks(IterableDataset):
         if not len(self.episodes):
             return
         epoch, skip = 0, self.start
-        while skip >= self.epoch_length(epoch):
-            skip -= self.epoch_length(epoch)
+        while skip >= (length := self.epoch_length(epoch)):
+            skip -= length
             epoch += 1
         step = self.start
         while step < self.total:

@@ -140,7 +140,9 @@ class ActionSpace:
 
     # ------------------------------------------------------------ C's outputs
 
-    def _check_controller(self) -> None:
+    def check_controller(self) -> None:
+        """A one-line ``UserError`` unless C (and the dream's data policy) can act in this
+        space: Discrete or a 1-D Box."""
         if not (self.discrete or (isinstance(self.space, gym.spaces.Box)
                                   and len(self.space.shape) == 1)):
             raise UserError(f"action space {self.space}: the linear controller acts on "
@@ -149,7 +151,7 @@ class ActionSpace:
     @property
     def controller_dim(self) -> int:
         """C's raw output size: N logits (Discrete) or d values (Box)."""
-        self._check_controller()
+        self.check_controller()
         return self.dim
 
     def controller_action(self, y):
@@ -160,7 +162,7 @@ class ActionSpace:
         """
         import torch
 
-        self._check_controller()
+        self.check_controller()
         if self.discrete:
             idx = y.argmax(-1)
             vec = torch.nn.functional.one_hot(idx, y.shape[-1]).to(y.dtype)

@@ -173,8 +173,8 @@ def _loaders(model, store, train_cfg, seed: int) -> tuple[DataLoader, DataLoader
     workers = {"num_workers": train_cfg.num_workers,
                "persistent_workers": train_cfg.num_workers > 0}
     B = train_cfg.batch_size
-    sampler = StepBatches(len(train_ds), B, seed, 0)
-    sampler.total = total_steps(train_cfg.max_steps, train_cfg.max_epochs, sampler.per_epoch)
+    sampler = StepBatches(len(train_ds), B, seed)
+    sampler.total = total_steps(train_cfg.max_epochs * sampler.per_epoch, train_cfg.max_steps)
     train = DataLoader(train_ds, batch_sampler=sampler, **workers)
     return train, DataLoader(val_ds, batch_size=B, shuffle=False, **workers)
 
