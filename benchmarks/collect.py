@@ -34,9 +34,11 @@ CASES = {
 }
 
 
-def raw_steps_per_s(env_id: str, steps: int, max_episode_steps) -> float:
-    """Random-action steps/s of one ``make_env`` env in this process (resize included)."""
-    env = make_env(env_id, max_episode_steps=max_episode_steps)
+def raw_steps_per_s(env_id: str, steps: int, max_episode_steps,
+                    game_state: bool = False) -> float:
+    """Random-action steps/s of one ``make_env`` env in this process (resize included;
+    with ``game_state``, VizDoom's labels buffer and state read as ``collect`` does)."""
+    env = make_env(env_id, max_episode_steps=max_episode_steps, game_state=game_state)
     rng = np.random.default_rng(0)
     env.action_space.seed(0)
     env.reset(seed=0)
@@ -72,19 +74,25 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for env_id, episodes, limit in CASES[mode]:
-            raw = raw_steps_per_s(env_id, 2000 if env_id.startswith("Vizdoom") and
-                                  mode == "full" else 200, limit)
+            steps = 2000 if env_id.startswith("Vizdoom") and mode == "full" else 200
+            # without and with the game state collect records, alternated 3 times (median)
+            plain, with_state = [], []
+            for _ in range(3):
+                plain.append(raw_steps_per_s(env_id, steps, limit))
+                with_state.append(raw_steps_per_s(env_id, steps, limit, game_state=True))
+            raw, raw_state = float(np.median(plain)), float(np.median(with_state))
             for workers in (1, 2):
                 s = collect(env_id, Path(tmp) / f"{env_id}-{workers}", episodes, seed=0,
                             workers=workers, max_episode_steps=limit, progress=False)
                 rows.append((env_id, workers, episodes, s["collected_frames"], s["wall_time"],
-                             s["frames_per_s"], raw, s["bytes_per_frame"]))
+                             s["frames_per_s"], raw, raw_state, s["bytes_per_frame"]))
                 print(f"{env_id:<22} workers={workers}  {s['collected_frames']:>7,} frames  "
                       f"{s['frames_per_s']:>8,.0f} frames/s", flush=True)
     header = ("| env | workers | episodes | frames | wall s | collect frames/s | "
-              "raw env steps/s (1 env) | bytes/stored frame |\n|---|---|---|---|---|---|---|---|")
+              "raw env steps/s (1 env) | raw, with game state | bytes/stored frame |\n"
+              "|---|---|---|---|---|---|---|---|---|")
     table = "\n".join(f"| {e} | {w} | {n} | {f:,} | {t:.1f} | {fps:,.0f} | {raw:,.0f} | "
-                      f"{b:,.0f} |" for e, w, n, f, t, fps, raw, b in rows)
+                      f"{rs:,.0f} | {b:,.0f} |" for e, w, n, f, t, fps, raw, rs, b in rows)
     command = "python benchmarks/collect.py" + (" --quick" if args.quick else "")
     report = (f"# Collection speed\n\n"
               f"- command: `{command}`\n- mode: {mode}"
@@ -94,8 +102,11 @@ def main() -> None:
               f"collect frames/s = stored frames / wall time of the whole `collect()` call "
               f"(env start-up, stepping, 64x64 area resize, writing and hashing shards); "
               f"raw env steps/s = one env stepped with random actions in one process, resize "
-              f"included. Frames are uint8 3x64x64 (12,288 bytes) plus action, reward and "
-              f"flags.\n\n{header}\n{table}\n")
+              f"included, median of 3 runs alternated with the same env recording the game "
+              f"state (VizDoom's labels buffer and game variables, what `collect` stores for "
+              f"the probes; other envs have none, so the two agree up to noise). Frames are "
+              f"uint8 3x64x64 (12,288 bytes) plus action, reward, flags and, on VizDoom, 6 "
+              f"float32 game-state values.\n\n{header}\n{table}\n")
     out = results_path("collect", args.quick)  # --quick never overwrites collect.md
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)

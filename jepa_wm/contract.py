@@ -12,7 +12,7 @@ this table; nothing else lists the stages or derives where a stage writes.
 Layout (one experiment folder holds every variant and seed)::
 
     RUNS/<experiment>/data/<env>-seed<k>-<data hash>/rollouts/   shared by all variants
-    RUNS/<experiment>/<variant>/seed<k>/{vision,latents,memory,fidelity,controller,eval}/
+    RUNS/<experiment>/<variant>/seed<k>/{vision,latents,probe,memory,fidelity,controller,eval}/
     RUNS/<experiment>/<variant>/seed<k>/config.yaml              the resolved config
     RUNS/<experiment>/<variant>/seed<k>/pipeline.json            stage fingerprints, times
 """
@@ -72,6 +72,9 @@ PIPELINE: tuple[Stage, ...] = (
           "vision", {"data": _STORE}, keys=("vision_model", "vision_train", "seed")),
     Stage("encode", "Encode every stored frame with a trained V into a latent set.",
           "latents", {"vision": _V, "data": _STORE}),
+    Stage("probe", "Fit linear probes of what V's latents know about the game state "
+          "(held-out R², accuracy).", "probe", {"latents": _Z, "data": _STORE},
+          keys=("vision_train.val_fraction", "seed")),
     Stage("train-memory", "Train the MDN-RNN M on a latent set.",
           "memory", {"latents": _Z, "data": _STORE},
           keys=("memory_model", "memory_train", "seed")),

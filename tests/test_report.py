@@ -37,6 +37,9 @@ def make_experiment(root: Path) -> Path:
             write_json(cell / "vision" / "metrics.json",
                        {"final_loss": 0.5 + seed, "vision": {"effective_rank": 10 + seed}})
             write_json(cell / "memory" / "metrics.json", {"final_loss": 1.0 + seed})
+            write_json(cell / "probe" / "probes.json", {"scores": {
+                "probe_player_y": 0.1 * (seed + 1), "probe_fireball_in_view": 0.8,
+                "probe_fireball_in_view_base": 0.7}})
             write_json(cell / "pipeline.json", {"stages": {
                 s: {"wall_time": 10.0 * (seed + 1)} for s in report.STAGES}})
             write_json(cell / "controller" / "history.json", [
@@ -88,6 +91,8 @@ def test_statistics_match_hand_computed_values(experiment):
     assert float(vae["m_loss"]) == pytest.approx(2.0)
     assert float(vae["effective_rank"]) == pytest.approx(11)
     assert float(vae["wall_train_vision_s"]) == pytest.approx(20)
+    assert float(vae["probe_player_y"]) == pytest.approx(0.2)  # mean of 0.1, 0.2, 0.3
+    assert float(vae["probe_fireball_in_view_base"]) == pytest.approx(0.7)
 
     # jepa_ema: seed means 150, 300 vs vae 100, 200, 300:
     # pairs won 150>100, 300>100, 300>200, tie 300=300 -> (3 + 0.5) / 6
@@ -113,6 +118,7 @@ def test_markdown_plots_and_tau_table(experiment, capsys):
     assert "| vae | 3 | 200.0 | 100.0 | [100.0, 300.0] |" in md
     assert "With one seed the CI is the point itself" in md
     assert "## Dream temperature" in md
+    assert "## Probes" in md and "| vae | 0.800 | 0.700 | 0.200 |" in md
     for name in ("scores.png", "cmaes.png", "tau.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     with open(out / "tau.csv") as f:

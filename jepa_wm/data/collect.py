@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from jepa_wm.config import MAX_HOLD
 from jepa_wm.data.store import RolloutStore, RolloutWriter, action_storage, space_to_dict
-from jepa_wm.envs import default_step_limit, make_env
+from jepa_wm.envs import default_step_limit, make_env, state_names
 from jepa_wm.envs.vector import make_vector_env
 from jepa_wm.envs.vizdoom import reap_engines
 from jepa_wm.io import UserError
@@ -121,13 +121,17 @@ class _Episode:
         self.index = index
         self.frames, self.actions, self.rewards, self.terminated, self.truncated = \
             [], [], [], [], []
+        self.states: list[np.ndarray] = []
 
     def arrays(self, action_dtype: np.dtype) -> dict[str, np.ndarray]:
-        return {"frames": np.stack(self.frames),
-                "actions": np.asarray(self.actions, dtype=action_dtype),
-                "rewards": np.asarray(self.rewards, dtype=np.float32),
-                "terminated": np.asarray(self.terminated, dtype=bool),
-                "truncated": np.asarray(self.truncated, dtype=bool)}
+        out = {"frames": np.stack(self.frames),
+               "actions": np.asarray(self.actions, dtype=action_dtype),
+               "rewards": np.asarray(self.rewards, dtype=np.float32),
+               "terminated": np.asarray(self.terminated, dtype=bool),
+               "truncated": np.asarray(self.truncated, dtype=bool)}
+        if self.states:
+            out["state"] = np.stack(self.states).astype(np.float32)
+        return out
 
 
 def _progress(console: Console) -> Progress:
@@ -171,8 +175,9 @@ def collect(env_id: str, out: str | Path, episodes: int, seed: int = 0, workers:
     console = console or Console(stderr=True)
     env_kwargs = dict(env_kwargs or {})
     limit = default_step_limit(env_id, max_episode_steps)
-    probe = make_env(env_id, image_size, frame_skip, limit, **env_kwargs)
+    probe = make_env(env_id, image_size, frame_skip, limit, game_state=True, **env_kwargs)
     action_space, obs_space = probe.action_space, probe.observation_space
+    names = state_names(probe)
     probe.close()
     if max_hold < 1:
         raise UserError(f"max_hold {max_hold}: must be 1 or more")
@@ -182,7 +187,7 @@ def collect(env_id: str, out: str | Path, episodes: int, seed: int = 0, workers:
         "max_episode_steps": limit, "seed": seed, "policy": policy.name,
         "episodes_per_shard": episodes_per_shard, "env_kwargs": env_kwargs,
         "action_space": space_to_dict(action_space),
-        "observation_space": space_to_dict(obs_space)})
+        "observation_space": space_to_dict(obs_space)}, state_names=names)
     have = writer.num_episodes
     if have > episodes:
         raise UserError(f"{out}: already holds {have} episodes, more than the {episodes} "
@@ -193,6 +198,7 @@ def collect(env_id: str, out: str | Path, episodes: int, seed: int = 0, workers:
         with reap_engines():
             frames = _run(writer, env_id, range(have, episodes), seed, workers, image_size,
                           frame_skip, limit, env_kwargs, policy, episodes_per_shard,
+                          len(writer.state_names),
                           action_storage(action_space)[1], console if progress else None)
     wall = time.perf_counter() - start
     summary = {**RolloutStore(out).summary(), "collected": episodes - have,
@@ -205,14 +211,15 @@ def collect(env_id: str, out: str | Path, episodes: int, seed: int = 0, workers:
 
 def _run(writer: RolloutWriter, env_id: str, todo: range, seed: int, workers: int,
          image_size: int, frame_skip: int, limit: int | None, env_kwargs: dict,
-         policy: Policy, per_shard: int, action_dtype: np.dtype,
+         policy: Policy, per_shard: int, n_state: int, action_dtype: np.dtype,
          console: Console | None) -> int:
-    """Collect episodes ``todo`` (in index order) and write them shard by shard; returns
-    the number of frames collected."""
+    """Collect episodes ``todo`` (in index order) and write them shard by shard, with
+    ``n_state`` game-state values per frame (0: none); returns the number of frames
+    collected."""
     n = min(workers, len(todo))
     # autoreset off: every episode is reset by hand with its own seed.
     envs = make_vector_env(partial(make_env, env_id, image_size, frame_skip, limit,
-                                   **env_kwargs), n)
+                                   game_state=n_state > 0, **env_kwargs), n)
     queue = iter(todo)
     # shard boundaries continue from the store's end in steps of per_shard.
     bounds = list(range(todo.start, todo.stop, per_shard)) + [todo.stop]
@@ -225,10 +232,11 @@ def _run(writer: RolloutWriter, env_id: str, todo: range, seed: int, workers: in
         if bar:
             bar.start()
         policy.reset(n)
-        obs = _start(envs, policy, running, np.ones(n, bool), queue, seed)
+        state = np.full((n, n_state), np.nan, np.float32)  # the game state of ``obs``
+        obs = _start(envs, policy, running, np.ones(n, bool), queue, seed, state)
         while next_shard < len(bounds) - 1:
             actions = policy.act(obs)
-            next_obs, rewards, terminated, truncated, _ = envs.step(actions)
+            next_obs, rewards, terminated, truncated, info = envs.step(actions)
             ended = np.zeros(n, bool)
             for i, ep in enumerate(running):
                 ended[i] = terminated[i] or truncated[i]
@@ -239,10 +247,13 @@ def _run(writer: RolloutWriter, env_id: str, todo: range, seed: int, workers: in
                 ep.rewards.append(rewards[i])
                 ep.terminated.append(terminated[i])
                 ep.truncated.append(truncated[i])
+                if n_state:
+                    ep.states.append(state[i].copy())
                 frames += 1
                 if ended[i]:
                     finished[ep.index] = ep.arrays(action_dtype)
                     running[i] = None
+            _update_state(state, info)
             if ended.any():
                 # write every shard whose episodes are all finished, in order
                 while next_shard < len(bounds) - 1 and all(
@@ -250,7 +261,7 @@ def _run(writer: RolloutWriter, env_id: str, todo: range, seed: int, workers: in
                     ids = range(bounds[next_shard], bounds[next_shard + 1])
                     writer.write_shard([finished.pop(e) for e in ids])
                     next_shard += 1
-                next_obs = _start(envs, policy, running, ended, queue, seed)
+                next_obs = _start(envs, policy, running, ended, queue, seed, state)
                 if bar:
                     fps = frames / max(time.perf_counter() - t0, 1e-9)
                     bar.update(task, completed=writer.num_episodes - todo.start
@@ -263,9 +274,19 @@ def _run(writer: RolloutWriter, env_id: str, todo: range, seed: int, workers: in
     return frames
 
 
-def _start(envs, policy: Policy, running: list, mask: np.ndarray, queue, seed: int):
+def _update_state(state: np.ndarray, info: dict) -> None:
+    """Copy the game state the envs reported in ``info`` into the rows of ``state`` it
+    has (a reset reports only the slots it reset)."""
+    if state.shape[1] and "state" in info:
+        has = info.get("_state", np.ones(len(state), bool))
+        state[has] = info["state"][has]
+
+
+def _start(envs, policy: Policy, running: list, mask: np.ndarray, queue, seed: int,
+           state: np.ndarray):
     """Reset the slots in ``mask``, giving each the next episode of ``queue`` (its own
-    seed) or, when none is left, an idle reset whose steps are thrown away."""
+    seed) or, when none is left, an idle reset whose steps are thrown away; their game
+    state goes into ``state``."""
     seeds: list[int | None] = [None] * len(running)
     for i in np.nonzero(mask)[0]:
         index = next(queue, None)
@@ -273,7 +294,8 @@ def _start(envs, policy: Policy, running: list, mask: np.ndarray, queue, seed: i
             running[i] = _Episode(index)
             seeds[i] = episode_seed(seed, index)
             policy.start_episode(int(i), index)
-    obs, _ = envs.reset(seed=seeds, options={"reset_mask": mask.copy()})
+    obs, info = envs.reset(seed=seeds, options={"reset_mask": mask.copy()})
+    _update_state(state, info)
     return obs
 
 
@@ -288,6 +310,8 @@ def print_summary(s: dict[str, Any], console: Console | None = None) -> None:
              f"return       {s['return_mean']:.1f} ± {s['return_std']:.1f}",
              (f"length       {s['length_mean']:.1f} ± {s['length_std']:.1f}  "
               f"(min {s['length_min']}, max {s['length_max']})")]
+    if s.get("state_names"):
+        lines.append(f"game state   {', '.join(s['state_names'])} per frame")
     if "collected" in s:
         lines.append(f"this run     {s['collected']:,} episodes, {s['collected_frames']:,} "
                      f"frames in {s['wall_time']:.1f} s ({s['frames_per_s']:,.0f} frames/s)")

@@ -9,6 +9,11 @@ Layout (format version 1)::
                      terminated.npy     bool    (n,)
                      truncated.npy      bool    (n,)
                      episode_starts.npy int64   (e,)            shard-local first frame of each episode
+                     state.npy          float32 (n, S)          game state at obs_t (optional)
+
+``state.npy`` is there when ``meta.json`` lists ``state_names`` (VizDoom stores collected
+by this version: player position, health, fireballs in view; ``jepa_wm.envs.vizdoom``):
+what the probes of a V's latent are fitted to. Stores without it read as before.
 
 A shard is written into a temporary folder and renamed into place, then ``meta.json`` is
 rewritten atomically; a shard folder that ``meta.json`` does not list is an interrupted
@@ -38,6 +43,8 @@ META_FILE = "meta.json"
 #: Per-frame arrays of a shard, in the order they are written and checked.
 FRAME_ARRAYS = ("frames", "actions", "rewards", "terminated", "truncated")
 ARRAYS = FRAME_ARRAYS + ("episode_starts",)
+#: The optional per-frame game state (``meta.json`` ``state_names`` names its columns).
+STATE = "state"
 #: Shards whose memory maps a reader keeps open at once (each map holds a file descriptor).
 MAX_OPEN_SHARDS = 16
 #: meta.json keys that identify what a store holds: appending must not change them.
@@ -110,9 +117,13 @@ class RolloutWriter:
             shard size, spaces as ``space_to_dict``). Reopening an existing store with a
             different identity is a ``UserError`` naming the first differing key: nothing
             already written is overwritten.
+        state_names: The game-state values a new store records per frame (``STATE``). A
+            store made without them is appended to without them; one made with other
+            names is refused.
     """
 
-    def __init__(self, root: str | Path, identity: dict[str, Any]):
+    def __init__(self, root: str | Path, identity: dict[str, Any],
+                 state_names: Sequence[str] = ()):
         self.root = Path(root)
         missing = [k for k in IDENTITY_KEYS if k not in identity]
         if missing:
@@ -130,8 +141,15 @@ class RolloutWriter:
                                 "give an empty or new --out folder")
             self.meta = {"format_version": FORMAT_VERSION, **identity, "episodes": 0,
                          "frames": 0, "shards": []}
+            if state_names:
+                self.meta["state_names"] = list(state_names)
             self.root.mkdir(parents=True, exist_ok=True)
             write_json(meta_path, self.meta)
+        #: what this store records per frame besides FRAME_ARRAYS (its own, when it exists)
+        self.state_names = tuple(self.meta.get("state_names", ()))
+        if self.state_names and state_names and self.state_names != tuple(state_names):
+            raise UserError(f"{self.root}: records game state {list(self.state_names)}, this "
+                            f"env gives {list(state_names)}; use another --out folder")
         self._remove_unlisted()
 
     def _check_identity(self, identity: dict[str, Any]) -> None:
@@ -171,9 +189,10 @@ class RolloutWriter:
         name = shard_name(index)
         lengths = np.array([len(ep["rewards"]) for ep in episodes], dtype=np.int64)
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        keys = FRAME_ARRAYS + ((STATE,) if self.state_names else ())
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.root))
         try:
-            for key in FRAME_ARRAYS:
+            for key in keys:
                 first = np.asarray(episodes[0][key])
                 arr = open_memmap(tmp / f"{key}.npy", mode="w+", dtype=first.dtype,
                                   shape=(int(lengths.sum()),) + first.shape[1:])
@@ -182,7 +201,8 @@ class RolloutWriter:
                 arr.flush()
                 del arr
             np.save(tmp / "episode_starts.npy", starts)
-            sums = {f"{key}.npy": sha256_file(tmp / f"{key}.npy") for key in ARRAYS}
+            sums = {f"{key}.npy": sha256_file(tmp / f"{key}.npy")
+                    for key in keys + ("episode_starts",)}
             tmp.rename(self.root / name)
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):  # name the shard, not its temp folder
@@ -221,13 +241,17 @@ class RolloutStore:
                             f"{self.meta.get('format_version')}; this jepa_wm reads "
                             f"{FORMAT_VERSION}")
         shards = self.meta["shards"]
+        #: names of the ``state`` array's columns (empty: the store records no game state)
+        self.state_names = tuple(self.meta.get("state_names", ()))
+        #: the per-frame arrays this store has (``get`` reads them)
+        self.frame_arrays = FRAME_ARRAYS + ((STATE,) if self.state_names else ())
         self.shard_frames = np.array([s["frames"] for s in shards], dtype=np.int64)
         #: global index of each shard's first frame, plus the total at the end.
         self.shard_offsets = np.concatenate([[0], np.cumsum(self.shard_frames)]).astype(np.int64)
         self._maps: dict[int, dict[str, np.ndarray]] = {}
         starts = []
         for i, info in enumerate(shards):
-            for key in ARRAYS:
+            for key in self.frame_arrays + ("episode_starts",):
                 self._check_file(i, key)
             folder = self.root / info["name"]
             starts.append(np.load(folder / "episode_starts.npy") + self.shard_offsets[i])
@@ -280,7 +304,7 @@ class RolloutStore:
             self._maps.pop(next(iter(self._maps)))
         folder = self.root / self.meta["shards"][i]["name"]
         self._maps[i] = {key: np.load(folder / f"{key}.npy", mmap_mode="r")
-                         for key in FRAME_ARRAYS}
+                         for key in self.frame_arrays}
         return self._maps[i]
 
     def verify(self, progress: Callable[[int], None] | None = None) -> None:
@@ -326,10 +350,15 @@ class RolloutStore:
     # -- data
     def get(self, key: str, idx: Iterable[int] | np.ndarray | slice) -> np.ndarray:
         """Rows ``idx`` (global frame indices, any order, or a slice) of array ``key``
-        (``frames``, ``actions``, ``rewards``, ``terminated``, ``truncated``), read from
-        the memory maps one shard at a time: only those rows are read."""
-        if key not in FRAME_ARRAYS:
-            raise KeyError(f"{key!r}: use one of {FRAME_ARRAYS}")
+        (``frames``, ``actions``, ``rewards``, ``terminated``, ``truncated``, and ``state``
+        when the store records it), read from the memory maps one shard at a time: only
+        those rows are read."""
+        if key == STATE and not self.state_names:
+            raise UserError(f"{self.root}: records no game state (collected before game "
+                            "state was recorded, or from an env without it); recollect it "
+                            "into a new folder to have it")
+        if key not in self.frame_arrays:
+            raise KeyError(f"{key!r}: use one of {self.frame_arrays}")
         if isinstance(idx, slice):
             idx = np.arange(*idx.indices(self.num_frames))
         idx = np.asarray(idx, dtype=np.int64)
@@ -366,7 +395,7 @@ class RolloutStore:
     def episode(self, e: int) -> dict[str, np.ndarray]:
         """All arrays of episode ``e`` (copies; one episode fits in RAM)."""
         sl = slice(int(self.episode_starts[e]), int(self.episode_ends[e]))
-        return {key: self.get(key, sl) for key in FRAME_ARRAYS}
+        return {key: self.get(key, sl) for key in self.frame_arrays}
 
     def episode_returns(self) -> np.ndarray:
         """``(E,)`` float64 sum of rewards per episode (reads only the reward arrays)."""
@@ -393,5 +422,5 @@ class RolloutStore:
                 "length_mean": stats(lengths)[0], "length_std": stats(lengths)[1],
                 "length_min": int(lengths.min()) if len(lengths) else 0,
                 "length_max": int(lengths.max()) if len(lengths) else 0,
-                "bytes": int(nbytes),
+                "state_names": list(self.state_names), "bytes": int(nbytes),
                 "bytes_per_frame": nbytes / self.num_frames if self.num_frames else float("nan")}

@@ -125,7 +125,8 @@ def _gym_make(env_id: str, **kwargs) -> gym.Env:
 
 
 def make_env(env_id: str, image_size: int = 64, frame_skip: int = 1,
-             max_episode_steps: int | None = None, **kwargs: Any) -> gym.Env:
+             max_episode_steps: int | None = None, game_state: bool = False,
+             **kwargs: Any) -> gym.Env:
     """A gymnasium env whose observations are uint8 ``(3, image_size, image_size)``.
 
     Args:
@@ -134,6 +135,10 @@ def make_env(env_id: str, image_size: int = 64, frame_skip: int = 1,
         frame_skip: Env steps per agent action (rewards summed).
         max_episode_steps: Step limit in agent steps; None = the env's own, or 2100 for
             VizdoomTakeCover-v1 (the paper's limit).
+        game_state: VizDoom only: put the game state (``jepa_wm.envs.vizdoom.STATE_NAMES``:
+            player position, health, fireballs in view) into ``info["state"]`` after every
+            reset and step (what ``collect`` stores for the probes); ``state_names(env)``
+            names it. Other envs have none.
         **kwargs: Passed to ``gym.make`` (for VizDoom: DoomGame config keys).
 
     The action space is the env's own (VizdoomTakeCover-v1: ``Discrete(3)`` =
@@ -158,9 +163,11 @@ def make_env(env_id: str, image_size: int = 64, frame_skip: int = 1,
     if env_id.startswith("Vizdoom"):
         # the engine's ./_vizdoom/ and ./_vizdoom.ini go to a private folder of the cache,
         # not the user's folder, and two engines never race on one (envs/vizdoom.py)
-        from jepa_wm.envs.vizdoom import VizdoomEngine
+        from jepa_wm.envs.vizdoom import GameState, VizdoomEngine
 
         env = VizdoomEngine(env)
+        if game_state:
+            env = GameState(env)
     if _image_getter(env.observation_space) is not None:
         env = PixelObservation(env, image_size)
     elif "rgb_array" in (env.metadata.get("render_modes") or []):
@@ -179,6 +186,14 @@ def make_env(env_id: str, image_size: int = 64, frame_skip: int = 1,
     return env
 
 
+def state_names(env: gym.Env) -> tuple[str, ...]:
+    """The names of the values ``env`` puts in ``info["state"]`` (empty: it has none)."""
+    try:
+        return tuple(env.get_wrapper_attr("state_names"))
+    except AttributeError:
+        return ()
+
+
 __all__ = [
     "DEFAULT_STEP_LIMITS",
     "ActionSpace",
@@ -187,4 +202,5 @@ __all__ = [
     "default_step_limit",
     "make_env",
     "resize_area",
+    "state_names",
 ]

@@ -20,6 +20,7 @@ import threading
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 
 #: The engine's executable name (``/proc/<pid>/comm``).
 ENGINE = "vizdoom"
@@ -126,3 +127,56 @@ def reap_engines():
         end_engines(engine_children() - before)
         if sys.platform.startswith("linux"):
             _remove_stale(cache_dir() / "vizdoom")
+
+
+#: The game state ``GameState`` reads after every reset and step, in this order. Positions
+#: are map units; ``fireball_*`` describe the nearest imp fireball (``DoomImpBall``) in view
+#: (NaN when none is): its screen x (0 left edge .. 1 right edge of the frame) and its
+#: distance to the player.
+STATE_NAMES = ("player_x", "player_y", "health", "fireballs", "fireball_screen_x",
+               "fireball_dist")
+FIREBALL = "DoomImpBall"
+
+
+class GameState(gym.Wrapper):
+    """Put VizDoom's game state into ``info["state"]`` (float32, ``STATE_NAMES``) at every
+    reset and step, for the probes of what a V's latent knows (``jepa_wm.probes``).
+
+    It turns on the engine's labels buffer (which objects are on screen, and where) before
+    the engine starts; the screen buffer, the game and its randomness are unchanged. After
+    the episode's end the engine has no state: the values are NaN.
+    """
+
+    state_names = STATE_NAMES
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.game = env.unwrapped.game
+        self.game.set_labels_buffer_enabled(True)
+        self.width = self.game.get_screen_width()
+
+    def _state(self) -> np.ndarray:
+        import vizdoom as vzd
+
+        out = np.full(len(STATE_NAMES), np.nan, np.float32)
+        state = self.game.get_state()
+        if state is None:
+            return out
+        var = self.game.get_game_variable
+        x, y = var(vzd.GameVariable.POSITION_X), var(vzd.GameVariable.POSITION_Y)
+        balls = [lab for lab in state.labels if lab.object_name == FIREBALL]
+        out[:4] = x, y, var(vzd.GameVariable.HEALTH), len(balls)
+        if balls:
+            dist = [np.hypot(b.object_position_x - x, b.object_position_y - y) for b in balls]
+            near = balls[int(np.argmin(dist))]
+            out[4] = (near.x + near.width / 2) / self.width
+            out[5] = min(dist)
+        return out
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        return obs, {**info, "state": self._state()}
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, {**info, "state": self._state()}

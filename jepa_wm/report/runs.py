@@ -41,6 +41,7 @@ class SeedRun:
     failed: dict | None = None
     pipeline: dict | None = None
     config: dict | None = None
+    probes: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -70,7 +71,8 @@ def find_runs(root: str | os.PathLike) -> list[SeedRun]:
                 memory=_read(stage_folder(seed_dir, "train-memory") / "metrics.json"),
                 history=_read(stage_folder(seed_dir, "train-controller") / "history.json"),
                 failed=_read(seed_dir / "FAILED.json"),
-                pipeline=_read(seed_dir / "pipeline.json"), config=config))
+                pipeline=_read(seed_dir / "pipeline.json"), config=config,
+                probes=_read(stage_folder(seed_dir, "probe") / "probes.json")))
     if not runs:
         raise UserError(f"{root}: no <variant>/seed<k> run folders; run `jepa-wm run` or "
                         "`jepa-wm sweep` first")

@@ -1,6 +1,7 @@
 """The statistics of the report: per variant the mean real score over seeds with a 95%
 bootstrap CI (scipy, percentile method, fixed random state), the interquartile mean of all
-real episodes, the dream-real gap, the fidelity figures, and the probability of improvement
+real episodes, the dream-real gap, the fidelity figures, the probe scores, and the
+probability of improvement
 over a baseline variant (rliable's definition: P(a random seed of the variant beats a random
 seed of the baseline), ties count 1/2)."""
 
@@ -67,8 +68,14 @@ def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
+def probe_keys(runs: list[SeedRun]) -> list[str]:
+    """Every ``probe_<target>`` score some run's probes.json has, sorted."""
+    return sorted({k for r in runs for k in ((r.probes or {}).get("scores") or {})})
+
+
 def summarize(runs: list[SeedRun], baseline: str = "vae") -> list[dict[str, Any]]:
     """One row per variant (baseline first, then by name); see the module docstring."""
+    probes = probe_keys(runs)
     variants = sorted({r.variant for r in runs}, key=lambda v: (v != baseline, v))
     seed_means = {v: [float(r.results["real_mean"]) for r in runs
                       if r.variant == v and r.ok] for v in variants}
@@ -102,6 +109,9 @@ def summarize(runs: list[SeedRun], baseline: str = "vae") -> list[dict[str, Any]
         for key in FIDELITY_KEYS:
             row[f"fidelity_{key}"] = _mean([(r.results.get("fidelity") or {}).get(key, math.nan)
                                             for r in ok])
+        for key in probes:  # V's, so every seed whose probe stage finished counts
+            row[key] = _mean([((r.probes or {}).get("scores") or {}).get(key, math.nan)
+                              for r in mine])
         times = [wall_times(r) for r in ok]
         for stage in STAGES:
             row[f"wall_{stage.replace('-', '_')}_s"] = _mean([t[stage] for t in times])

@@ -80,6 +80,20 @@ FIDELITY_COLUMNS = [("variant", "variant", 0),
                     ("fidelity_copy_mse_50", "copy@50", 3)]
 
 
+PROBE_NOTE = ("What V's latent knows about the game: linear probes of z fitted on the "
+              "training episodes, scored on the episodes V held out (mean over seeds). "
+              "R² for the player's position and health, the number of fireballs in view, "
+              "and the nearest fireball's screen x and distance (frames with one in view); "
+              "accuracy for `fireball_in_view`, next to always guessing the majority class "
+              "(`base`). `jepa_wm/probes.py` says how.")
+
+
+def probe_columns(rows: list[dict]) -> list[tuple[str, str, int]]:
+    """The probe table's columns: one per ``probe_<target>`` key the rows have."""
+    keys = [k for k in (rows[0] if rows else {}) if k.startswith("probe_")]
+    return [("variant", "variant", 0)] + [(k, k[len("probe_"):], 3) for k in keys]
+
+
 def _cell(row: dict, key: str, digits: int) -> str:
     if key == "ci":
         return f"[{_fmt(row['ci_low'], digits)}, {_fmt(row['ci_high'], digits)}]"
@@ -125,7 +139,10 @@ def write_markdown(rows: list[dict], taus: list[dict], runs: list[SeedRun], base
     parts = [f"# {Path(path).parent.parent.name}: results", "", budget_line(runs), "",
              markdown_table(rows, MAIN_COLUMNS), "", *notes, "", "## Dream fidelity", "",
              FIDELITY_NOTE, "",
-             markdown_table(rows, FIDELITY_COLUMNS), "", "## Diagnostics", "",
+             markdown_table(rows, FIDELITY_COLUMNS), ""]
+    if len(probe := probe_columns(rows)) > 1:
+        parts += ["## Probes", "", PROBE_NOTE, "", markdown_table(rows, probe), ""]
+    parts += ["## Diagnostics", "",
              markdown_table(rows, DIAG_COLUMNS), ""]
     if taus:
         parts += ["## Dream temperature", "", markdown_table(

@@ -1,0 +1,156 @@
+"""Game state recorded at collection (real VizDoom) and the linear probes fitted to it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jepa_wm import probes
+from jepa_wm.data import RolloutStore
+from jepa_wm.io import UserError
+from tests.conftest import DOOM_STORE_SEED, write_test_latents
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_stored_game_state_is_the_state_of_each_stored_frame(doom_store):
+    """Replaying episode 0's stored actions from its seed gives the stored frames and, at
+    every step, the stored state: the state row t belongs to frame t (not t + 1)."""
+    from jepa_wm.data.collect import episode_seed
+    from jepa_wm.envs import make_env, state_names
+    from jepa_wm.envs.vizdoom import STATE_NAMES
+
+    store = RolloutStore(doom_store)
+    assert store.state_names == STATE_NAMES
+    ep = store.episode(0)
+    env = make_env("VizdoomTakeCover-v1", 64, game_state=True)
+    try:
+        assert state_names(env) == STATE_NAMES
+        obs, info = env.reset(seed=episode_seed(DOOM_STORE_SEED, 0))
+        for t in range(len(ep["actions"])):
+            assert np.array_equal(obs, ep["frames"][t])
+            np.testing.assert_array_equal(info["state"], ep["state"][t])
+            obs, _, terminated, truncated, info = env.step(ep["actions"][t])
+        assert terminated or truncated
+    finally:
+        env.close()
+
+
+def test_game_state_values_are_what_they_say(doom_store):
+    store = RolloutStore(doom_store)
+    s = store.get("state", slice(None))
+    col = {name: s[:, j] for j, name in enumerate(store.state_names)}
+    assert np.isfinite(s[:, :4]).all()  # a stored frame is never after the episode's end
+    assert ((col["health"] > 0) & (col["health"] <= 100)).all()
+    assert np.array_equal(col["fireballs"], np.round(col["fireballs"])) and col["fireballs"].min() == 0
+    seen = col["fireballs"] > 0
+    assert 0.05 < seen.mean() < 0.95
+    assert np.isfinite(col["fireball_screen_x"][seen]).all()
+    assert np.isnan(col["fireball_screen_x"][~seen]).all()
+    assert ((col["fireball_screen_x"][seen] >= 0) & (col["fireball_screen_x"][seen] <= 1)).all()
+    assert (col["fireball_dist"][seen] > 0).all()
+    assert np.ptp(col["player_y"]) > 100  # the player strafes along y in take-cover
+    first = store.episode_starts
+    assert np.all(col["player_y"][first] == col["player_y"][first[0]])  # same spawn point
+
+
+def test_a_store_collected_without_game_state_has_the_same_frames_and_no_state(
+        doom_store, tmp_path, monkeypatch):
+    """Recording the state changes nothing else in the store; a store without it (as every
+    store collected before) reads as before and says so when asked for the state."""
+    from jepa_wm.data import collect as collect_mod
+
+    monkeypatch.setattr(collect_mod, "state_names", lambda env: ())
+    collect_mod.collect("VizdoomTakeCover-v1", tmp_path / "old", episodes=2,
+                        seed=DOOM_STORE_SEED, workers=1, episodes_per_shard=2, progress=False)
+    old, new = RolloutStore(tmp_path / "old"), RolloutStore(doom_store)
+    assert old.state_names == () and "state" not in old.meta
+    for e in range(2):
+        a, b = old.episode(e), new.episode(e)
+        assert set(a) == {"frames", "actions", "rewards", "terminated", "truncated"}
+        for key in a:
+            assert np.array_equal(a[key], b[key]), key
+    with pytest.raises(UserError, match="records no game state"):
+        old.get("state", [0])
+
+
+def test_probes_recover_a_linear_target_and_not_an_unrelated_one():
+    rng = np.random.default_rng(0)
+    n, d = 4000, 8
+    z = rng.standard_normal((n, d))
+    w = rng.standard_normal(d)
+    balls = (z @ w > 0.5).astype(float) * rng.integers(1, 3, n)  # in view where z says so
+    screen_x = np.where(balls > 0, 0.5 + 0.1 * z[:, 0], np.nan)
+    state = np.stack([z @ w + 0.1 * rng.standard_normal(n),  # linear in z
+                      rng.standard_normal(n),                 # unrelated to z
+                      np.full(n, 100.0),                       # constant
+                      balls, screen_x], axis=1)
+    names = ["player_y", "player_x", "health", "fireballs", "fireball_screen_x"]
+    train = np.arange(n) < 3000
+    inner = (np.arange(n) >= 2400) & train
+    out = probes.probe(z, state, names, train, inner)
+    assert out["player_y"]["score"] > 0.98
+    assert out["player_x"]["score"] < 0.02
+    assert "skipped" in out["health"]
+    assert out["fireball_screen_x"]["score"] > 0.98
+    assert out["fireball_screen_x"]["frames_test"] == int(((balls > 0) & ~train).sum())
+    assert out["fireball_in_view"]["score"] > 0.97
+    majority = (balls[train] > 0).mean() >= 0.5
+    assert out["fireball_in_view"]["base"] == pytest.approx(np.mean((balls[~train] > 0) == majority))
+    flat = probes.flat_scores(out)
+    assert flat["probe_player_y"] == out["player_y"]["score"] and np.isnan(flat["probe_health"])
+
+
+def _probe_cli(latents: Path, out: Path, data: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    return subprocess.run([sys.executable, "-m", "jepa_wm.cli", "probe", "--config",
+                           "configs/experiments/smoke.yaml", "--latents", str(latents),
+                           "--out", str(out), "--data", str(data)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_probe_stage_scores_held_out_episodes_through_the_cli(doom_store, tmp_path):
+    """The real CLI: probes.json scores every target on the episodes V holds out (the
+    split of vision_train.val_fraction and the seed); a second call does nothing."""
+    from jepa_wm.data.datasets import split_episodes
+
+    store = RolloutStore(doom_store)
+    write_test_latents(store, tmp_path / "z", sigma=True)
+    run = _probe_cli(tmp_path / "z", tmp_path / "probe", doom_store)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads((tmp_path / "probe" / "probes.json").read_text())
+    train_eps, test_eps = split_episodes(store, 0.1, 0)
+    assert result["test_episodes"] == len(test_eps) == 1
+    held = store.episode_lengths[test_eps].sum()
+    state = store.get("state", slice(None))
+    in_view = np.isin(store.episode_of(np.arange(store.num_frames)), test_eps) & (state[:, 3] > 0)
+    t = result["targets"]
+    assert t["player_y"]["frames_test"] == held
+    assert t["fireball_screen_x"]["frames_test"] == in_view.sum()
+    assert set(result["scores"]) == {f"probe_{k}" for k in t} | {"probe_fireball_in_view_base"}
+    assert "probe: " in run.stdout and "R²" in run.stdout
+    again = _probe_cli(tmp_path / "z", tmp_path / "probe", doom_store)
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+def test_probe_stage_on_a_store_without_game_state_says_so_and_succeeds(
+        doom_store, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(doom_store, old)
+    meta = json.loads((old / "meta.json").read_text())
+    del meta["state_names"]
+    (old / "meta.json").write_text(json.dumps(meta))
+    write_test_latents(RolloutStore(old), tmp_path / "z", sigma=False)
+    run = _probe_cli(tmp_path / "z", tmp_path / "probe", old)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads((tmp_path / "probe" / "probes.json").read_text())
+    assert "records no game state" in result["skipped"] and "scores" not in result
+    assert "no probes" in run.stdout
