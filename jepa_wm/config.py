@@ -215,10 +215,26 @@ def data_hash(cfg: Namespace) -> str:
 SPEED_ONLY = ("threads", "num_workers", "workers", "checkpoint_every")
 
 
+#: Options added to a part after run folders were made with it: at these values they
+#: compute exactly what the part computed before the option existed, so they are left out of
+#: a stage's identity and the older folders stay valid. Any other value is part of it.
+NEUTRAL = {"rollout_discount": 1.0, "context_frames": 1, "predictor_dropout": 0.0,
+           "vicreg_smooth": 0.0, "idm_weight": 0.0, "sigreg_weighting": "convex",
+           "task_weight": 0.0, "z_noise": 0.0}
+
+
+def _drop_neutral(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_neutral(v) for k, v in value.items()
+                if not (k in NEUTRAL and v == NEUTRAL[k])}
+    return value
+
+
 def semantic_section(value: Any) -> Any:
-    """A config section as the plain values its result depends on (speed-only keys out)."""
+    """A config section as the plain values its result depends on (speed-only keys and
+    options at their ``NEUTRAL`` values out)."""
     if isinstance(value, Namespace):
-        return {k: v for k, v in to_dict(value).items() if k not in SPEED_ONLY}
+        return _drop_neutral({k: v for k, v in to_dict(value).items() if k not in SPEED_ONLY})
     return value
 
 

@@ -87,13 +87,18 @@ class MDNRNNModule(pl.LightningModule):
         done_weight: Weight of the done loss in ``train/loss``.
         grad_clip: Gradient-norm clip (0 = none).
         untrained: Keep M as initialised (never trained): the control for M.
+        z_noise: Std of Gaussian noise added to M's *input* latents while training
+            (standardised units; never to the targets, never in validation): M learns to
+            predict from inputs as imperfect as its own samples in a dream (GameNGen's
+            noise augmentation). Meant for a V without a posterior (a JEPA), whose z
+            would otherwise reach M noise-free. 0 = off.
     """
 
     def __init__(self, latent_dim: int | None = None, action: dict | None = None,
                  hidden_size: int = 256, num_mixtures: int = 5, shared_mixture: bool = False,
                  seq_len: int = 500, lr: float = 1e-3, done_pos_weight: float = 1.0,
                  reward_weight: float = 1.0, done_weight: float = 1.0, grad_clip: float = 1.0,
-                 untrained: bool = False):
+                 untrained: bool = False, z_noise: float = 0.0):
         super().__init__()
         if latent_dim is None or action is None:
             raise UserError("memory_model: latent_dim and action are filled in by "
@@ -102,6 +107,8 @@ class MDNRNNModule(pl.LightningModule):
                         ("seq_len", seq_len)):
             if v < 1:
                 raise UserError(f"memory_model.{name}: {v}; accepted: an integer >= 1")
+        if not z_noise >= 0:
+            raise UserError(f"memory_model.z_noise: {z_noise}; accepted: a number >= 0")
         if not done_pos_weight > 0:
             raise UserError(f"memory_model.done_pos_weight: {done_pos_weight}; accepted: a "
                             "number > 0 (1 = unweighted)")
@@ -143,7 +150,10 @@ class MDNRNNModule(pl.LightningModule):
         a = self.action.vector(batch["a"])
         mask = batch["mask"].bool()
         step_mask, next_mask = mask[:, :-1].float(), mask[:, 1:].float()
-        pred, state = self.net(z[:, :-1], a[:, :-1], state)
+        z_in = z[:, :-1]
+        if self.training and self.hparams.get("z_noise", 0.0) > 0:  # torch's generator:
+            z_in = z_in + self.hparams.z_noise * torch.randn_like(z_in)  # seeded per step
+        pred, state = self.net(z_in, a[:, :-1], state)
         nll = gmm_nll(z[:, 1:], pred.logit_pi, pred.mu, pred.log_sigma) / self.latent_dim
         gmm = (nll * next_mask).sum() / next_mask.sum().clamp(min=1)
         reward = (((pred.reward - batch["r"][:, :-1].float()) ** 2) * step_mask).sum() / \

@@ -132,3 +132,28 @@ def test_chunk_stream_started_at_step_k_is_the_tail_of_the_stream_from_zero(doom
             assert all(torch.equal(a[key], b[key]) for key in a)
     assert not torch.equal(full[0]["z"], full[stream(0).epoch_length(0)]["z"])
 
+
+
+def test_z_noise_perturbs_the_inputs_only_and_only_while_training(doom_store, tmp_path):
+    """z_noise: M reads noisy input latents in training (different losses from a clean M
+    with the same weights, reproducible from torch's seed); its targets and its validation
+    are clean (eval mode gives the clean M's numbers exactly)."""
+    store = RolloutStore(doom_store)
+    latents = write_test_latents(store, tmp_path / "z", sigma=False)
+    batch = next(iter(EpisodeChunks(store, latents, seq_len=50, batch_size=4, shuffle=False)))
+    torch.manual_seed(0)
+    clean = MDNRNNModule(latent_dim=D, action=DISCRETE, hidden_size=16)
+    noisy = MDNRNNModule(latent_dim=D, action=DISCRETE, hidden_size=16, z_noise=0.5)
+    noisy.load_state_dict(clean.state_dict())
+    seen = []
+    hook = noisy.net.lstm.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
+    torch.manual_seed(1)
+    first = noisy.train().losses(batch)["loss"].item()
+    torch.manual_seed(1)
+    assert noisy.losses(batch)["loss"].item() == first  # the noise comes from torch's seed
+    assert first != pytest.approx(clean.train().losses(batch)["loss"].item())
+    assert noisy.eval().losses(batch)["loss"].item() == clean.eval().losses(batch)["loss"].item()
+    hook.remove()
+    assert not torch.equal(seen[0], seen[2])  # training input differs from the clean input
+    with pytest.raises(Exception, match="z_noise"):
+        MDNRNNModule(latent_dim=D, action=DISCRETE, z_noise=-1.0)

@@ -283,10 +283,19 @@ SMALL = ["--vision_train.max_frames", "500", "--vision_train.batch_size", "16",
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda p: p.stem)
 def test_every_variant_trains_two_steps_from_the_cli(doom_store, tmp_path, variant):
+    """Every variant file trains through the CLI: the VAE in a subprocess (the real command,
+    with its skip and move-aside), the others in process (the same ``cli.main``, without a
+    fresh interpreter's start-up for each of the many variant files)."""
+    from jepa_wm import cli
+
     out = tmp_path / "vision"
-    run = _cli("train-vision", "--config", SMOKE, "--config", variant, "--data", doom_store,
-               "--out", out, "--vision_train.max_steps", "2", *SMALL)
-    assert run.returncode == 0, run.stderr[-2000:]
+    args = ["train-vision", "--config", SMOKE, "--config", variant, "--data", doom_store,
+            "--out", out, "--vision_train.max_steps", "2", *SMALL]
+    if variant.stem == "vae":
+        run = _cli(*args)
+        assert run.returncode == 0, run.stderr[-2000:]
+    else:
+        assert cli.main([str(a) for a in args]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     model = load_vision(out / "final.ckpt")
     assert metrics["latent_dim"] == model.latent_dim
@@ -329,3 +338,93 @@ def test_timm_vit_from_yaml_trains_and_without_its_size_is_one_line_error(doom_s
     assert bad.stderr.strip().count("\n") == 0, bad.stderr
     assert "TimmEncoder(vit_tiny_patch16_224): cannot take 64x64 frames" in bad.stderr
     assert "timm_kwargs: {img_size: 64, patch_size: 8}" in bad.stderr
+
+
+# -- JEPA options from the literature ---------------------------------------------------------
+
+def _window_batch(b=4, frames=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"obs": torch.randint(0, 256, (b, frames, 3, 64, 64), dtype=torch.uint8, generator=g),
+            "a": torch.rand(b, frames, 3, generator=g), "mask": torch.ones(b, frames, dtype=torch.bool),
+            "r": torch.ones(b, frames), "done": torch.zeros(b, frames)}
+
+
+def test_rollout_discount_weights_step_i_by_rho_to_the_i():
+    """TD-MPC2's rho: the k-step loss is the rho^(i-1)-weighted mean of the per-step errors
+    of the open-loop rollout (and rho 1 the plain mean, as before the option existed)."""
+    torch.manual_seed(0)
+    m = JEPAModule(latent_dim=8, action_dim=3, anti_collapse="none", rollout_steps=3,
+                   rollout_discount=0.5, predictor_hidden=16).eval()
+    batch = _window_batch()
+    z, z_tgt = m._embed_window(batch["obs"], batch["mask"])
+    per_step = (m.rollout(z[:, 0], batch["a"][:, :3]) - z_tgt[:, 1:]).pow(2).mean(-1).mean(0)
+    w = torch.tensor([1.0, 0.5, 0.25])
+    assert m.losses(batch)["pred"].item() == pytest.approx((per_step * w).sum().item() / w.sum().item(), rel=1e-5)
+    m.hparams["spec"]["init_args"]["rollout_discount"] = 1.0
+    assert m.losses(batch)["pred"].item() == pytest.approx(per_step.mean().item(), rel=1e-5)
+
+
+def test_context_frames_feed_the_last_k_embeddings_to_the_predictor():
+    """With 3 frames of history the first prediction changes when the oldest frame does;
+    the window holds context - 1 + rollout_steps transitions; the rollout slides its
+    history forward over its own predictions."""
+    torch.manual_seed(0)
+    m = JEPAModule(latent_dim=8, action_dim=3, anti_collapse="ema", context_frames=3,
+                   rollout_steps=2, predictor_hidden=16).eval()
+    assert m.window == 4
+    batch = _window_batch(frames=5)
+    changed = dict(batch, obs=batch["obs"].clone())
+    changed["obs"][:, 0] = 255 - changed["obs"][:, 0]
+    assert m.losses(batch)["pred"].item() != pytest.approx(m.losses(changed)["pred"].item())
+    ctx = torch.randn(2, 3, 8)
+    a = torch.rand(2, 2, 3)
+    two = m.rollout(ctx, a)
+    first = m.predictor(ctx, a[:, 0])
+    second = m.predictor(torch.cat([ctx[:, 1:], first[:, None]], 1), a[:, 1])
+    assert torch.allclose(two[:, 0], first) and torch.allclose(two[:, 1], second)
+
+
+def test_pldm_smoothness_and_inverse_dynamics_terms_enter_the_loss():
+    torch.manual_seed(0)
+    kw = dict(latent_dim=8, action_dim=3, anti_collapse="vicreg", rollout_steps=3,
+              predictor_hidden=16)
+    plain = JEPAModule(**kw).eval()
+    torch.manual_seed(0)
+    pldm = JEPAModule(**kw, vicreg_smooth=0.1, idm_weight=5.2).eval()
+    pldm.load_state_dict(plain.state_dict(), strict=False)  # same encoder and predictor
+    batch = _window_batch()
+    a, b = plain.losses(batch), pldm.losses(batch)
+    z, _ = pldm._embed_window(batch["obs"], batch["mask"])
+    smooth = (z[:, 1:] - z[:, :-1]).pow(2).mean()
+    assert b["smooth"].item() == pytest.approx(smooth.item(), rel=1e-5)
+    assert b["idm"] > 0
+    assert b["loss"].item() == pytest.approx(
+        (a["loss"] + 0.1 * b["smooth"] + 5.2 * b["idm"]).item(), rel=1e-5)
+
+
+def test_lewm_weighting_adds_lambda_sigreg_to_the_full_prediction_loss():
+    torch.manual_seed(0)
+    m = JEPAModule(latent_dim=8, action_dim=3, anti_collapse="sigreg", sigreg_lambda=0.1,
+                   sigreg_weighting="additive", predictor_dropout=0.1, predictor_hidden=16).eval()
+    out = m.losses(_window_batch())
+    assert out["loss"].item() == pytest.approx((out["pred"] + 0.1 * out["reg"]).item(), rel=1e-6)
+    assert any(isinstance(x, torch.nn.Dropout) for x in m.predictor.modules())
+    with pytest.raises(UserError, match="sigreg_weighting 'sum'.*convex or additive"):
+        JEPAModule(action_dim=3, sigreg_weighting="sum")
+
+
+def test_task_heads_learn_the_death_step_whose_next_frame_is_never_stored():
+    """The death step's successor frame is not in the store (its mask is False), yet the
+    death is trained: the heads read the *predicted* latent of every step that starts from a
+    stored frame. A death label there changes the loss; one past the episode does not."""
+    torch.manual_seed(0)
+    m = JEPAModule(latent_dim=8, action_dim=3, anti_collapse="ema", task_weight=1.0,
+                   predictor_hidden=16, rollout_steps=2).eval()
+    batch = _window_batch(frames=3)
+    batch["mask"][:, 2] = False  # frame 1 is the episode's last stored frame
+    dies = dict(batch, done=batch["done"].clone())
+    dies["done"][:, 1] = 1.0  # ...and the step from it ends the episode
+    assert m.losses(dies)["task_done"].item() != pytest.approx(m.losses(batch)["task_done"].item())
+    past = dict(batch, done=batch["done"].clone())
+    past["done"][:, 2] = 1.0  # a label on padding is ignored
+    assert m.losses(past)["task_done"].item() == pytest.approx(m.losses(batch)["task_done"].item())
