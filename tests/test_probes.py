@@ -139,18 +139,76 @@ def test_probe_stage_scores_held_out_episodes_through_the_cli(doom_store, tmp_pa
     assert again.returncode == 0 and "nothing to do" in again.stdout
 
 
-def test_probe_stage_on_a_store_without_game_state_says_so_and_succeeds(
-        doom_store, tmp_path):
-    import shutil
+def test_probe_stage_on_a_store_without_game_state_says_so_and_succeeds(tmp_path):
+    """CartPole has no game state to record or replay: the probe stage says so, the run
+    goes on."""
+    from jepa_wm.data.collect import collect
 
-    old = tmp_path / "old"
-    shutil.copytree(doom_store, old)
-    meta = json.loads((old / "meta.json").read_text())
-    del meta["state_names"]
-    (old / "meta.json").write_text(json.dumps(meta))
-    write_test_latents(RolloutStore(old), tmp_path / "z", sigma=False)
-    run = _probe_cli(tmp_path / "z", tmp_path / "probe", old)
+    store = tmp_path / "cartpole"
+    collect("CartPole-v1", store, episodes=3, seed=0, workers=1, image_size=32,
+            progress=False)
+    assert RolloutStore(store).state_names == ()
+    write_test_latents(RolloutStore(store), tmp_path / "z", sigma=False)
+    run = _probe_cli(tmp_path / "z", tmp_path / "probe", store)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads((tmp_path / "probe" / "probes.json").read_text())
     assert "records no game state" in result["skipped"] and "scores" not in result
     assert "no probes" in run.stdout
+
+
+def _strip_state(src: Path, dst: Path) -> Path:
+    """A copy of the store ``src`` as a store collected before game state was recorded."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    meta = json.loads((dst / "meta.json").read_text())
+    del meta["state_names"]
+    for shard in meta["shards"]:
+        del shard["sha256"]["state.npy"]
+        (dst / shard["name"] / "state.npy").unlink()
+    (dst / "meta.json").write_text(json.dumps(meta))
+    return dst
+
+
+def test_replay_gives_an_old_store_the_state_it_would_have_recorded(doom_store, tmp_path):
+    """An old store (no state) gets, by replaying its actions from its seeds, exactly the
+    state a collection with state recording stored; its identity for V, the latents and M
+    does not change; a second call does nothing."""
+    from jepa_wm.data.replay import add_game_state
+    from jepa_wm.io import hash_obj
+
+    old = _strip_state(doom_store, tmp_path / "old")
+    before = hash_obj(RolloutStore(old).content_meta)
+    assert before == hash_obj(RolloutStore(old).meta) == hash_obj(RolloutStore(doom_store).content_meta)
+    assert add_game_state(old, workers=2, progress=False)
+    got, want = RolloutStore(old), RolloutStore(doom_store)
+    assert got.state_names == want.state_names
+    np.testing.assert_array_equal(got.get("state", slice(None)), want.get("state", slice(None)))
+    assert hash_obj(got.content_meta) == before
+    got.verify()  # the new files' checksums are in meta.json
+    assert not add_game_state(old, progress=False)
+
+
+def test_replay_refuses_a_store_it_does_not_reproduce(doom_store, tmp_path):
+    from jepa_wm.data.replay import add_game_state
+
+    old = _strip_state(doom_store, tmp_path / "old")
+    store = RolloutStore(old)
+    e, t = 1, 5
+    frames = np.load(old / "shard-00000" / "frames.npy", mmap_mode="r+")
+    frames[store.episode_starts[e] + t] ^= 1  # one frame that the game never showed
+    frames.flush()
+    with pytest.raises(UserError, match=f"episode {e} .* at step {t} "):
+        add_game_state(old, workers=1, progress=False)
+    assert RolloutStore(old).state_names == ()  # no half state
+
+
+def test_probe_stage_replays_an_old_vizdoom_store_first(doom_store, tmp_path):
+    old = _strip_state(doom_store, tmp_path / "old")
+    write_test_latents(RolloutStore(old), tmp_path / "z", sigma=False)
+    run = _probe_cli(tmp_path / "z", tmp_path / "probe", old)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "replaying its 4 episodes" in run.stdout
+    result = json.loads((tmp_path / "probe" / "probes.json").read_text())
+    assert "probe_player_y" in result["scores"]
+    assert RolloutStore(old).state_names != ()

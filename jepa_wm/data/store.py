@@ -263,6 +263,16 @@ class RolloutStore:
         self.action_space = ActionSpace.of(self.meta["action_space"])
         self.observation_space = space_from_dict(self.meta["observation_space"])
 
+    @property
+    def content_meta(self) -> dict[str, Any]:
+        """``meta.json`` without the game state (its ``state_names`` and ``state.npy``
+        checksums): what V, the latents and everything after them depend on. A store whose
+        state was added later (``jepa_wm.data.replay``) keeps its identity."""
+        meta = {k: v for k, v in self.meta.items() if k != "state_names"}
+        meta["shards"] = [{**s, "sha256": {f: h for f, h in s["sha256"].items()
+                                           if f != f"{STATE}.npy"}} for s in self.meta["shards"]]
+        return meta
+
     def __getstate__(self):
         return {**self.__dict__, "_maps": {}}
 

@@ -3,8 +3,10 @@ what V's latents know about the game (``jepa_wm.probes``), fitted on the trainin
 and scored on the episodes V held out. Writes ``probes.json`` (per target: R² or accuracy,
 frames, ridge strength) and logs ``probe_<target>`` to W&B.
 
-A store collected without game state (before this version, or from an env that has none)
-gets a ``probes.json`` that says so and no scores: the run goes on.
+A VizDoom store collected before game state was recorded gets it first, once, by replaying
+its episodes (``jepa_wm.data.replay``: every frame checked; the store's identity, and so V,
+the latents and M, unchanged). A store from an env without game state gets a
+``probes.json`` that says so and no scores: the run goes on.
 """
 
 from __future__ import annotations
@@ -46,6 +48,20 @@ def summary_line(result: dict) -> str:
     return ", ".join(parts)
 
 
+def _add_state(store, workers: int):
+    """The store with its game state added by replay (under the store's lock: two variants
+    probing one store take turns, the second finds it done)."""
+    from jepa_wm.data import RolloutStore
+    from jepa_wm.data.replay import add_game_state
+    from jepa_wm.pipeline import file_lock
+
+    print(f"probe: {store.root} has no game state; replaying its "
+          f"{store.num_episodes} episodes to read it (once per store)", flush=True)
+    with file_lock(store.root / ".replay.lock"):
+        add_game_state(store.root, workers=workers)
+    return RolloutStore(store.root)
+
+
 def main(cfg: Namespace) -> None:
     import numpy as np
 
@@ -69,6 +85,8 @@ def main(cfg: Namespace) -> None:
         print(f"probe: {out} is complete for this config (hash {h}); nothing to do")
         return
     claim(out, h, "probe")  # (after every input check: bad input moves nothing)
+    if not store.state_names and str(store.meta["env_id"]).startswith("Vizdoom"):
+        store = _add_state(store, cfg.workers)
     if not store.state_names:
         result = {"skipped": f"{store.root} records no game state (collected before it was "
                              "recorded, or its env has none); recollect to probe"}

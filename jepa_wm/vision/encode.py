@@ -26,9 +26,9 @@ LATENTS_FORMAT = 2
 
 def store_identity(store: RolloutStore) -> dict:
     """What makes a store this store: path, env, frame count and a hash of its meta.json
-    (which holds every shard's sha256)."""
+    (which holds every shard's sha256; the game state, used only by the probes, left out)."""
     return {"path": str(store.root.resolve()), "env_id": store.meta.get("env_id"),
-            "frames": store.num_frames, "meta_hash": io.hash_obj(store.meta)}
+            "frames": store.num_frames, "meta_hash": io.hash_obj(store.content_meta)}
 
 
 def check_out(out: Path) -> None:

@@ -225,7 +225,7 @@ def train_vision(cfg: Namespace, data: str | Path, out: str | Path) -> Path:
     check_store_matches(cfg, store)
     spec = resolve_spec(cfg, store)
     # threads and loader workers change speed, not results: a rerun with others resumes
-    config_hash = identity("train-vision", cfg, upstream=io.hash_obj(store.meta))
+    config_hash = identity("train-vision", cfg, upstream=io.hash_obj(store.content_meta))
     final = out / "final.ckpt"
     if io.is_done(out, config_hash) and final.exists():
         print(f"train-vision: {out} is done for this config; skipping")
