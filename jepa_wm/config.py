@@ -37,6 +37,14 @@ class TrainConfig:
         checkpoint_every: Save ``last.ckpt`` every this many steps: where a killed training
             resumes (exactly: the data and noise of a step depend on the seed and the step
             alone, ``jepa_wm.steps``). Speed only: it never changes the weights.
+        max_flops: V only: a compute budget. V trains ``floor(max_flops / F)`` steps, F
+            the FLOPs of one of its training steps (forward and backward at this batch
+            size, counted by torch's FlopCounterMode), whatever ``max_epochs`` and
+            ``max_steps`` say: every V the same FLOPs. Deterministic.
+        max_time: V only: seconds of training, after which V stops (Lightning's
+            ``max_time``; ``max_epochs``/``max_steps`` still end it earlier): every V the
+            same wall-clock seconds on this machine. Not reproducible across machines or
+            loads; the steps it reached are recorded.
     """
 
     max_epochs: int = 1
@@ -52,6 +60,8 @@ class TrainConfig:
     precision: str = "32-true"
     threads: int | None = None
     checkpoint_every: int = 250
+    max_flops: float | None = None
+    max_time: float | None = None
 
 
 def check_train_config(tc: Any, section: str) -> None:
@@ -70,9 +80,19 @@ def check_train_config(tc: Any, section: str) -> None:
             ("threads", tc.threads, tc.threads is None or tc.threads >= 1,
              "null or an integer >= 1"),
             ("checkpoint_every", tc.checkpoint_every, tc.checkpoint_every >= 1,
-             "an integer >= 1")):
+             "an integer >= 1"),
+            ("max_flops", tc.max_flops, tc.max_flops is None or tc.max_flops > 0,
+             "null or a number > 0"),
+            ("max_time", tc.max_time, tc.max_time is None or tc.max_time > 0,
+             "null or seconds > 0")):
         if not ok:
             raise UserError(f"{section}.{key}: {value}; accepted: {accepted}")
+    if section != "vision_train":
+        for key in ("max_flops", "max_time"):
+            if getattr(tc, key) is not None:
+                raise UserError(f"{section}.{key}: {getattr(tc, key)}; accepted: null (a "
+                                "compute-matched budget is for V: vision_train.{key})"
+                                .replace("{key}", key))
 
 
 @dataclass
@@ -220,7 +240,7 @@ SPEED_ONLY = ("threads", "num_workers", "workers", "checkpoint_every")
 #: a stage's identity and the older folders stay valid. Any other value is part of it.
 NEUTRAL = {"rollout_discount": 1.0, "context_frames": 1, "predictor_dropout": 0.0,
            "vicreg_smooth": 0.0, "idm_weight": 0.0, "sigreg_weighting": "convex",
-           "task_weight": 0.0, "z_noise": 0.0}
+           "task_weight": 0.0, "z_noise": 0.0, "max_flops": None, "max_time": None}
 
 
 def _drop_neutral(value: Any) -> Any:

@@ -35,7 +35,9 @@ def make_experiment(root: Path) -> Path:
                 "tau_table": [{"tau": 1.0, "dream_mean": dream + 10},
                               {"tau": 1.15, "dream_mean": dream}]})
             write_json(cell / "vision" / "metrics.json",
-                       {"final_loss": 0.5 + seed, "vision": {"effective_rank": 10 + seed}})
+                       {"final_loss": 0.5 + seed, "vision": {"effective_rank": 10 + seed},
+                        "budget": {"kind": "flops", "limit": 3e15, "steps": 100 * (seed + 1),
+                                   "flops": 1e13 * (seed + 1), "seconds": 60.0}})
             write_json(cell / "memory" / "metrics.json", {"final_loss": 1.0 + seed})
             write_json(cell / "probe" / "probes.json", {"scores": {
                 "probe_player_y": 0.1 * (seed + 1), "probe_fireball_in_view": 0.8,
@@ -90,6 +92,8 @@ def test_statistics_match_hand_computed_values(experiment):
     assert float(vae["v_loss"]) == pytest.approx(1.5)  # mean of 0.5, 1.5, 2.5
     assert float(vae["m_loss"]) == pytest.approx(2.0)
     assert float(vae["effective_rank"]) == pytest.approx(11)
+    assert vae["v_budget"] == "3e+15 FLOPs" and float(vae["v_steps"]) == pytest.approx(200)
+    assert float(vae["v_tflops"]) == pytest.approx(20)
     assert float(vae["wall_train_vision_s"]) == pytest.approx(20)
     assert float(vae["probe_player_y"]) == pytest.approx(0.2)  # mean of 0.1, 0.2, 0.3
     assert float(vae["probe_fireball_in_view_base"]) == pytest.approx(0.7)

@@ -428,3 +428,60 @@ def test_task_heads_learn_the_death_step_whose_next_frame_is_never_stored():
     past = dict(batch, done=batch["done"].clone())
     past["done"][:, 2] = 1.0  # a label on padding is ignored
     assert m.losses(past)["task_done"].item() == pytest.approx(m.losses(batch)["task_done"].item())
+
+
+# -- compute-matched budgets ------------------------------------------------------------------
+
+def _train_in_process(doom_store, out, variant, *extra):
+    from jepa_wm import cli
+
+    args = ["train-vision", "--config", SMOKE, "--config", variant, "--data", doom_store,
+            "--out", out, *SMALL, *extra]
+    return cli.main([str(a) for a in args])
+
+
+def test_equal_flops_budget_gives_each_v_the_steps_its_step_cost_allows(doom_store, tmp_path):
+    """max_flops: each V trains floor(budget / FLOPs per step) steps (the VAE's step costs
+    more than the EMA JEPA's, so it gets fewer), the FLOPs per step are torch's count of one
+    forward + backward, and both end within one step's FLOPs of the same budget."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    budget = 2e11
+    got = {}
+    for name in ("vae", "jepa_ema"):
+        out = tmp_path / name
+        assert _train_in_process(doom_store, out, ROOT / f"configs/variants/{name}.yaml",
+                                 "--vision_train.max_flops", budget) == 0
+        b = json.loads((out / "metrics.json").read_text())["budget"]
+        assert b["kind"] == "flops" and b["limit"] == budget
+        assert b["steps"] == int(budget // b["flops_per_step"])
+        assert budget - b["flops_per_step"] < b["flops"] <= budget
+        got[name] = b
+    assert got["vae"]["flops_per_step"] > got["jepa_ema"]["flops_per_step"]
+    assert got["vae"]["steps"] < got["jepa_ema"]["steps"]
+    model = load_vision(tmp_path / "vae" / "final.ckpt").train()  # the count, by hand
+    x = {"obs": torch.randint(0, 256, (16, 3, 64, 64), dtype=torch.uint8)}
+    with FlopCounterMode(display=False) as counter:
+        model.training_step(x, 0).backward()
+    assert counter.get_total_flops() == got["vae"]["flops_per_step"]
+
+
+def test_equal_seconds_budget_stops_training_on_time(doom_store, tmp_path):
+    out = tmp_path / "v"
+    assert _train_in_process(doom_store, out, ROOT / "configs/variants/vae.yaml",
+                             "--vision_train.max_time", 3, "--vision_train.max_epochs", 1000,
+                             "--vision_train.max_steps", -1) == 0
+    b = json.loads((out / "metrics.json").read_text())["budget"]
+    assert b["kind"] == "seconds" and b["limit"] == 3 and b["seconds"] >= 3
+    steps_per_epoch = 30  # 500 frames, 10% held out, batch 16 -> ~28-30 steps an epoch
+    assert 0 < b["steps"] < 1000 * steps_per_epoch // 2
+
+
+def test_a_compute_budget_for_m_is_refused_in_one_line(tmp_path):
+    from jepa_wm.config import check_train_config
+    from jepa_wm.pipeline import resolve
+
+    cfg = resolve([SMOKE], 0, tmp_path, {"memory_train.max_flops": 1e12})
+    with pytest.raises(UserError, match=r"memory_train.max_flops: 1000000000000.0; accepted: null .*"
+                                        "vision_train.max_flops"):
+        check_train_config(cfg.memory_train, "memory_train")

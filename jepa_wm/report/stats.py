@@ -68,6 +68,19 @@ def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
+def budget_text(vision: dict | None) -> str:
+    """V's budget from its metrics.json: ``4000 steps``, ``3e+15 FLOPs`` or ``600 s``."""
+    b = (vision or {}).get("budget")
+    if not isinstance(b, dict):
+        steps = (vision or {}).get("steps")
+        return f"{steps} steps" if steps is not None else ""
+    if b.get("kind") == "flops":
+        return f"{b['limit']:.3g} FLOPs"
+    if b.get("kind") == "seconds":
+        return f"{b['limit']:g} s"
+    return f"{b.get('steps', b.get('limit'))} steps"
+
+
 def probe_keys(runs: list[SeedRun]) -> list[str]:
     """Every ``probe_<target>`` score some run's probes.json has, sorted."""
     return sorted({k for r in runs for k in ((r.probes or {}).get("scores") or {})})
@@ -105,6 +118,10 @@ def summarize(runs: list[SeedRun], baseline: str = "vae") -> list[dict[str, Any]
             "v_loss": _mean([pick(r.vision, V_LOSS_KEYS) for r in ok]),
             "m_loss": _mean([pick(r.memory, M_LOSS_KEYS) for r in ok]),
             "effective_rank": _mean([pick(r.vision, RANK_KEYS) for r in ok]),
+            "v_budget": " / ".join(sorted({budget_text(r.vision) for r in ok} - {""})),
+            "v_steps": _mean([pick(r.vision, ("budget/steps", "steps")) for r in ok]),
+            "v_tflops": _mean([pick(r.vision, ("budget/flops",)) / 1e12 for r in ok]),
+            "v_train_s": _mean([pick(r.vision, ("budget/seconds",)) for r in ok]),
         }
         for key in FIDELITY_KEYS:
             row[f"fidelity_{key}"] = _mean([(r.results.get("fidelity") or {}).get(key, math.nan)

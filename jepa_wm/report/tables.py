@@ -61,7 +61,9 @@ MAIN_COLUMNS = [("variant", "variant", 0), ("n_seeds", "seeds", 0),
                 ("ci", "95% CI", 1), ("iqm", "IQM (episodes)", 1), ("dream_mean", "dream", 1),
                 ("dream_real_gap", "dream-real gap", 1), ("p_improvement", "P(> baseline)", 2),
                 ("failed_seeds", "failed", 0)]
-DIAG_COLUMNS = [("variant", "variant", 0), ("v_loss", "V loss", 4), ("m_loss", "M loss", 4),
+DIAG_COLUMNS = [("variant", "variant", 0), ("v_budget", "V budget", 0),
+                ("v_steps", "V steps", 0), ("v_tflops", "V TFLOPs", 1),
+                ("v_train_s", "V train s", 0), ("v_loss", "V loss", 4), ("m_loss", "M loss", 4),
                 ("effective_rank", "eff. rank", 2)] + [
                 (f"wall_{s.replace('-', '_')}_s", f"{s} s", 1) for s in STAGES]
 FIDELITY_NOTE = ("Held-out episodes M never trained on: Σ p(done) per episode (a calibrated "
@@ -80,6 +82,10 @@ FIDELITY_COLUMNS = [("variant", "variant", 0),
                     ("fidelity_copy_mse_50", "copy@50", 3)]
 
 
+BUDGET_NOTE = ("V budget: what limited V's training (`vision_train.max_steps`/`max_epochs`, "
+               "`max_flops` or `max_time`); V steps, TFLOPs (FLOPs per training step counted "
+               "by torch's FlopCounterMode, times the steps) and training seconds are what V "
+               "got, mean over seeds: equal steps is not equal compute.")
 PROBE_NOTE = ("What V's latent knows about the game: linear probes of z fitted on the "
               "training episodes, scored on the episodes V held out (mean over seeds). "
               "R² for the player's position and health, the number of fireballs in view, "
@@ -142,8 +148,8 @@ def write_markdown(rows: list[dict], taus: list[dict], runs: list[SeedRun], base
              markdown_table(rows, FIDELITY_COLUMNS), ""]
     if len(probe := probe_columns(rows)) > 1:
         parts += ["## Probes", "", PROBE_NOTE, "", markdown_table(rows, probe), ""]
-    parts += ["## Diagnostics", "",
-             markdown_table(rows, DIAG_COLUMNS), ""]
+    parts += ["## Diagnostics", "", BUDGET_NOTE, "",
+              markdown_table(rows, DIAG_COLUMNS), ""]
     if taus:
         parts += ["## Dream temperature", "", markdown_table(
             taus, [("variant", "variant", 0), ("tau", "tau", 2), ("dream_mean", "dream", 1),

@@ -4,12 +4,20 @@ Checkpoints every ``checkpoint_every`` steps (``last.ckpt``: a killed run resume
 ``jepa_wm.steps``), collapse diagnostics every data epoch, then ``final.ckpt`` (weights +
 spec only, ``load_vision`` rebuilds it), ``metrics.json`` and ``DONE.json``. A second run
 with the same config does nothing.
+
+The budget is steps (``max_epochs``/``max_steps``), FLOPs (``max_flops``: the steps follow
+from the FLOPs of one training step, counted) or seconds (``max_time``); ``metrics.json``
+``budget`` records which, with the steps, FLOPs and seconds V got, so a report can compare
+V's at equal compute instead of equal steps.
 """
 
 from __future__ import annotations
 
+import copy
+import datetime
 import inspect
 import logging
+import warnings
 import math
 import time
 from pathlib import Path
@@ -179,6 +187,25 @@ def _loaders(model, store, train_cfg, seed: int) -> tuple[DataLoader, DataLoader
     return train, DataLoader(val_ds, batch_size=B, shuffle=False, **workers)
 
 
+def step_flops(model: VisionModule, loader: DataLoader, seed: int) -> int:
+    """FLOPs of one training step of ``model`` (forward and backward of its loss on the
+    loader's step-0 batch), counted by torch's ``FlopCounterMode`` on a copy: the model, its
+    statistics and the training's randomness are untouched."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    first = StepBatches(len(loader.dataset), loader.batch_sampler.batch_size, seed, total=1)
+    batch = next(iter(DataLoader(loader.dataset, batch_sampler=first)))
+    probe = copy.deepcopy(model).train()
+    state = torch.random.get_rng_state()
+    try:
+        with warnings.catch_warnings(), FlopCounterMode(display=False) as counter:
+            warnings.simplefilter("ignore")  # self.log outside a Trainer is a no-op
+            probe.training_step(batch, 0).backward()
+    finally:
+        torch.random.set_rng_state(state)
+    return int(counter.get_total_flops())
+
+
 def save_final(model: VisionModule, path: Path, **extra: Any) -> None:
     """Weights + spec only, atomically: what ``load_vision`` needs, nothing pickled."""
     ckpt = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -198,6 +225,7 @@ def _trainer(cfg: Namespace, out: Path, callbacks: list, logger: Any, total: int
     try:
         return pl.Trainer(
             max_epochs=1, max_steps=total, accelerator=t.accelerator, devices=t.devices,
+            max_time=(datetime.timedelta(seconds=t.max_time) if t.max_time else None),
             strategy=t.strategy, num_nodes=t.num_nodes, precision=t.precision, logger=logger,
             callbacks=callbacks, default_root_dir=str(out), num_sanity_val_steps=0,
             log_every_n_steps=1, enable_model_summary=False, deterministic=False,
@@ -207,6 +235,31 @@ def _trainer(cfg: Namespace, out: Path, callbacks: list, logger: Any, total: int
         raise io.UserError(f"vision_train (accelerator {t.accelerator!r}, devices "
                            f"{t.devices!r}, strategy {t.strategy!r}, precision "
                            f"{t.precision!r}): {' '.join(str(e).split())[:300]}") from None
+
+
+def _train_seconds(trainer: pl.Trainer, fps: FramesPerSecond) -> float:
+    """Training seconds: Lightning's timer (which counts a resumed run's earlier part) when
+    ``max_time`` is set, else this call's summed step times."""
+    from pytorch_lightning.callbacks import Timer
+
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    return float(timer.time_elapsed("train")) if timer is not None else fps.seconds
+
+
+def _budget(train_cfg: Any, sampler: StepBatches, flops: int) -> dict[str, Any]:
+    """What limits V's training (``kind``: steps, flops or seconds, and its ``limit``);
+    with ``max_flops`` the sampler's step count is set from the FLOPs per step."""
+    if train_cfg.max_flops is not None:
+        if flops <= 0:
+            raise io.UserError("vision_train.max_flops: this V has no training step to "
+                               "count (it is never trained); leave max_flops null")
+        sampler.total = max(1, int(train_cfg.max_flops // flops))
+        kind, limit = "flops", train_cfg.max_flops
+    elif train_cfg.max_time is not None:
+        kind, limit = "seconds", train_cfg.max_time
+    else:
+        kind, limit = "steps", sampler.total
+    return {"kind": kind, "limit": limit, "flops_per_step": flops}
 
 
 def train_vision(cfg: Namespace, data: str | Path, out: str | Path) -> Path:
@@ -235,6 +288,9 @@ def train_vision(cfg: Namespace, data: str | Path, out: str | Path) -> Path:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_vision(spec)
     train_loader, val_loader = _loaders(model, store, cfg.vision_train, cfg.seed)
+    trainable = getattr(model, "trainable", True)
+    flops = step_flops(model, train_loader, cfg.seed) if trainable else 0
+    budget = _budget(cfg.vision_train, train_loader.batch_sampler, flops)
     io.claim(out, config_hash, "train-vision")  # another config's work is moved aside
     last = out / "last.ckpt"
     resumed = read_checkpoint(last)  # a last.ckpt carrying pickled code is refused, not run
@@ -248,7 +304,7 @@ def train_vision(cfg: Namespace, data: str | Path, out: str | Path) -> Path:
     trainer = _trainer(cfg, out, [ckpt, fps, last_val, NonFiniteLoss(), StepSeed(cfg.seed),
                                   RichProgressBar()], logger, sampler.total, sampler.per_epoch)
     t0 = time.time()
-    if getattr(model, "trainable", True) and sampler.total:
+    if trainable and sampler.total:
         if resumed is not None:
             print(f"train-vision: resuming from {last} (step {sampler.start})")
         trainer.fit(model, train_loader, val_loader,
@@ -261,7 +317,10 @@ def train_vision(cfg: Namespace, data: str | Path, out: str | Path) -> Path:
     metrics.update({"loss": metrics.get("train/loss", float("nan")),
                     "effective_rank": model.diagnostics["effective_rank"],
                     "latent_dim": model.latent_dim, "steps": trainer.global_step,
-                    "frames_per_s": fps.mean, "wall_time_s": time.time() - t0})
+                    "frames_per_s": fps.mean, "wall_time_s": time.time() - t0,
+                    "budget": {**budget, "steps": trainer.global_step,
+                               "flops": flops * trainer.global_step,
+                               "seconds": _train_seconds(trainer, fps)}})
     metrics = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                for k, v in metrics.items()}
     save_final(model, final, global_step=trainer.global_step)
