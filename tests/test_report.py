@@ -193,3 +193,30 @@ def test_offline_wandb_summary_run_has_group_and_job_type(experiment, monkeypatc
     assert runs[0].run_group == "report"
     assert runs[0].job_type == "report"
     assert set(runs[0].tags) == {"synthetic", "syn"}
+
+
+def test_a_sweep_over_episodes_gets_the_data_scaling_table_and_plot(tmp_path):
+    """Variants named by a sweep's ``overrides: {episodes: [...]}`` (``vae--episodes=N``):
+    the report adds real return against the frames each store holds, with CIs, and a
+    log-axis plot; a base variant with one budget is left out of it."""
+    exp = tmp_path / "scaling"
+    scores = {("vae", 200): [300, 340], ("vae", 1000): [500, 700],
+              ("jepa_ema", 200): [250, 270], ("random", 200): [200, 210]}
+    for (variant, episodes), means in scores.items():
+        name = f"{variant}--episodes={episodes}"
+        store = tmp_path / "data" / name
+        write_json(store / "rollouts" / "meta.json", {"frames": 330 * episodes})
+        for seed, mean in enumerate(means):
+            cell = exp / name / f"seed{seed}"
+            write_json(cell / "eval" / "results.json", {
+                "real_mean": mean, "real_scores": [mean], "dream_mean": mean, "seed": seed})
+            write_json(cell / "pipeline.json", {"stages": {}, "store": str(store)})
+    rows = report.write_report(exp, baseline="vae--episodes=200", gifs=False, quiet=True)
+    scaling = report.scaling_rows(rows, report.find_runs(exp))
+    assert [(r["variant"], r["episodes"]) for r in scaling] == [("vae", 200), ("vae", 1000)]
+    big = scaling[1]
+    assert big["frames"] == 330_000 and big["real_mean"] == 600 and big["n_seeds"] == 2
+    assert (big["ci_low"], big["ci_high"]) == (500, 700)
+    md = (exp / "report" / "results.md").read_text()
+    assert "## Data scaling" in md and "| vae | 1000 | 330000 | 2 | 600.0 | [500.0, 700.0] |" in md
+    assert (exp / "report" / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

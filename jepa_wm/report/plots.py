@@ -101,6 +101,29 @@ def plot_cmaes(runs: list[SeedRun], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def plot_scaling(scaling: list[dict], path: Path) -> Path | None:
+    """Real score against the frames collected (log axis), mean and 95% CI over seeds, one
+    line per base variant: the data-scaling curve."""
+    if not scaling:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, variant in enumerate(sorted({r["variant"] for r in scaling})):
+        mine = [r for r in scaling if r["variant"] == variant and math.isfinite(r["frames"])]
+        x = np.array([r["frames"] for r in mine])
+        y = np.array([r["real_mean"] for r in mine])
+        err = np.array([[r["real_mean"] - r["ci_low"] for r in mine],
+                        [r["ci_high"] - r["real_mean"] for r in mine]])
+        ax.errorbar(x * (1 + 0.03 * i), y, yerr=err, fmt="o-", capsize=5, label=variant)
+    ax.set_xscale("log")
+    ax.set_xlabel("frames collected (log)")
+    ax.set_ylabel("real return (mean, 95% CI over seeds)")
+    ax.set_title("Data scaling")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def plot_taus(taus: list[dict], path: Path) -> Path | None:
     """Dream (and real, when known) score against the dream temperature, per variant."""
     if not taus:

@@ -8,6 +8,7 @@ seed of the baseline), ties count 1/2)."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -137,6 +138,44 @@ def summarize(runs: list[SeedRun], baseline: str = "vae") -> list[dict[str, Any]
                                            if r.failed is None and r.results is None)
         rows.append(row)
     return rows
+
+
+#: A sweep's variant name with a data budget from ``overrides: {episodes: [...]}``.
+EPISODES_PART = re.compile(r"--episodes=(\d+)")
+
+
+def store_frames(run: SeedRun) -> float:
+    """Frames in the rollout store the run trained on (from its meta.json), or NaN."""
+    import json
+    from pathlib import Path
+
+    store = (run.pipeline or {}).get("store")
+    try:
+        return float(json.loads((Path(store) / "rollouts" / "meta.json").read_text())["frames"])
+    except (TypeError, OSError, ValueError, KeyError):
+        return math.nan
+
+
+def scaling_rows(rows: list[dict], runs: list[SeedRun]) -> list[dict[str, Any]]:
+    """The data-scaling curve of a sweep over ``episodes``: per base variant (the name
+    without ``--episodes=N``) and budget N, the frames collected, seeds, real mean and its
+    95% CI. Empty unless some base variant has two budgets or more."""
+    out = []
+    for row in rows:
+        m = EPISODES_PART.search(row["variant"])
+        if not m:
+            continue
+        mine = [r for r in runs if r.variant == row["variant"] and r.ok]
+        out.append({"variant": EPISODES_PART.sub("", row["variant"]),
+                    "episodes": int(m.group(1)),
+                    "frames": _mean([store_frames(r) for r in mine]),
+                    "n_seeds": row["n_seeds"], "real_mean": row["real_mean"],
+                    "ci_low": row["ci_low"], "ci_high": row["ci_high"]})
+    budgets = {}
+    for r in out:
+        budgets.setdefault(r["variant"], set()).add(r["episodes"])
+    out = [r for r in out if len(budgets[r["variant"]]) > 1]
+    return sorted(out, key=lambda r: (r["variant"], r["episodes"]))
 
 
 def tau_table(runs: list[SeedRun]) -> list[dict[str, Any]]:

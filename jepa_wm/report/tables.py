@@ -82,6 +82,9 @@ FIDELITY_COLUMNS = [("variant", "variant", 0),
                     ("fidelity_copy_mse_50", "copy@50", 3)]
 
 
+SCALING_NOTE = ("The sweep's variants at several data budgets (`overrides: {episodes: "
+                "[...]}`): real return against the frames collected, mean and 95% bootstrap "
+                "CI over seeds (scaling.png plots it on a log axis).")
 BUDGET_NOTE = ("V budget: what limited V's training (`vision_train.max_steps`/`max_epochs`, "
                "`max_flops` or `max_time`); V steps, TFLOPs (FLOPs per training step counted "
                "by torch's FlopCounterMode, times the steps) and training seconds are what V "
@@ -127,7 +130,7 @@ def completeness_note(rows: list[dict]) -> str | None:
 
 
 def write_markdown(rows: list[dict], taus: list[dict], runs: list[SeedRun], baseline: str,
-                   path: Path, images: Sequence[Path] = ()) -> str:
+                   path: Path, images: Sequence[Path] = (), scaling: Sequence[dict] = ()) -> str:
     """results.md: the budget, the score table, the diagnostics table, the tau table."""
     from jepa_wm.io import atomic_path
 
@@ -154,6 +157,11 @@ def write_markdown(rows: list[dict], taus: list[dict], runs: list[SeedRun], base
         parts += ["## Dream temperature", "", markdown_table(
             taus, [("variant", "variant", 0), ("tau", "tau", 2), ("dream_mean", "dream", 1),
                    ("real_mean", "real", 1), ("n_seeds", "seeds", 0)]), ""]
+    if scaling:
+        parts += ["## Data scaling", "", SCALING_NOTE, "", markdown_table(
+            list(scaling), [("variant", "variant", 0), ("episodes", "episodes", 0),
+                            ("frames", "frames", 0), ("n_seeds", "seeds", 0),
+                            ("real_mean", "real mean", 1), ("ci", "95% CI", 1)]), ""]
     parts += [f"![{p.stem}]({p.name})" for p in images]
     text = "\n".join(parts) + "\n"
     with atomic_path(path) as tmp:
