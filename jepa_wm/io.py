@@ -91,6 +91,20 @@ def hash_obj(obj: Any, n: int = 12) -> str:
     return hashlib.sha256(blob).hexdigest()[:n]
 
 
+def save_checkpoint(path: str | os.PathLike, kind: str, spec: dict, state_dict: dict,
+                    **extra: Any) -> None:
+    """The one checkpoint format of a trained part (V's and M's ``final.ckpt``): ``kind``
+    (``jepa_wm.vision`` or ``jepa_wm.memory``), ``spec`` (``class_path``/``init_args``, plain
+    values: what rebuilds the part), ``state_dict`` (tensors on CPU) and ``extra`` plain
+    values; written atomically and read back with ``weights_only=True`` (nothing pickled)."""
+    import torch
+
+    ckpt = {"kind": kind, "spec": spec,
+            "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, **extra}
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+
+
 def load_weights(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """``torch.load(path, weights_only=True)`` with one-line errors naming the file.
 

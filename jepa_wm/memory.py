@@ -22,7 +22,7 @@ import torch
 from torch.nn import functional as F
 
 from jepa_wm.envs.actions import ActionSpace
-from jepa_wm.io import UserError, atomic_path, claim, load_weights, write_json
+from jepa_wm.io import UserError, claim, load_weights, save_checkpoint, write_json
 from jepa_wm.nets.mdnrnn import MDNRNN, gmm_nll
 from jepa_wm.steps import (
     AtomicCheckpointIO,
@@ -237,13 +237,10 @@ def save_memory(module: MDNRNNModule, path: str | Path, **extra: Any) -> None:
     """Write ``final.ckpt``: spec, weights (with the latent mean/std), action space, and
     ``extra`` plain values (train-memory: ``vision_sha256``, ``config_hash``,
     ``val_episodes``)."""
-    ckpt = {"kind": CHECKPOINT_KIND, "spec": module.spec(),
-            "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
-            "latent_dim": module.latent_dim, "action": module.action.to_dict(),
-            "latent_mean": module.latent_mean.tolist(), "latent_std": module.latent_std.tolist(),
-            **extra}
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+    save_checkpoint(path, CHECKPOINT_KIND, module.spec(), module.state_dict(),
+                    latent_dim=module.latent_dim, action=module.action.to_dict(),
+                    latent_mean=module.latent_mean.tolist(),
+                    latent_std=module.latent_std.tolist(), **extra)
 
 
 def load_memory(path: str | Path) -> MDNRNNModule:

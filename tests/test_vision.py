@@ -138,7 +138,8 @@ def test_every_v_encodes_uint8_to_latent_dim(model, tmp_path):
     # rebuilt from the checkpoint alone, which holds only plain data
     path = tmp_path / "final.ckpt"
     save_final(model, path)
-    assert "spec" in torch.load(path, weights_only=True)["hyper_parameters"]
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["kind"] == "jepa_wm.vision" and ckpt["spec"] == model.spec
     again = load_vision(path)
     assert type(again) is type(model) and torch.allclose(again.encode(obs), z)
 
@@ -150,6 +151,31 @@ def test_timm_encoder_checkpoint_round_trip(tmp_path):
     save_final(m, tmp_path / "v.ckpt")
     obs = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
     assert torch.allclose(load_vision(tmp_path / "v.ckpt").encode(obs), m.encode(obs))
+
+
+def test_v_and_m_share_one_checkpoint_format_and_refuse_each_other(tmp_path):
+    """V's and M's final.ckpt are both io.save_checkpoint's {kind, spec, state_dict, ...};
+    each loader names the other's file as the wrong kind; V's older Lightning-style file
+    (state_dict + hyper_parameters.spec) still loads."""
+    from jepa_wm.memory import MDNRNNModule, load_memory, save_memory
+
+    v = VAEModule(latent_dim=8).eval()
+    save_final(v, tmp_path / "v.ckpt")
+    m = MDNRNNModule(latent_dim=8, action={"type": "Discrete", "n": 3, "start": 0},
+                     hidden_size=16)
+    save_memory(m, tmp_path / "m.ckpt")
+    for name, kind in (("v.ckpt", "jepa_wm.vision"), ("m.ckpt", "jepa_wm.memory")):
+        ckpt = torch.load(tmp_path / name, weights_only=True)
+        assert ckpt["kind"] == kind and {"spec", "state_dict"} <= set(ckpt)
+        assert set(ckpt["spec"]) == {"class_path", "init_args"}
+    with pytest.raises(UserError, match="v.ckpt: is jepa_wm.vision, not an M checkpoint"):
+        load_memory(tmp_path / "v.ckpt")
+    with pytest.raises(UserError, match="m.ckpt: not a vision checkpoint"):
+        load_vision(tmp_path / "m.ckpt")
+    old = tmp_path / "old.ckpt"
+    torch.save({"state_dict": v.state_dict(), "hyper_parameters": {"spec": v.spec}}, old)
+    obs = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    assert torch.equal(load_vision(old).encode(obs), v.encode(obs))
 
 
 def test_load_vision_refuses_other_checkpoints(tmp_path):

@@ -20,6 +20,9 @@ from torch import nn
 from jepa_wm.io import UserError, load_weights
 from jepa_wm.vision import diagnostics
 
+#: ``kind`` of a V checkpoint (``io.save_checkpoint``; M's is ``jepa_wm.memory``).
+VISION_KIND = "jepa_wm.vision"
+
 log = logging.getLogger(__name__)
 
 
@@ -203,7 +206,11 @@ def load_vision(path: str | Path, map_location: str | torch.device = "cpu") -> V
     if not path.is_file():
         raise UserError(f"{path}: vision checkpoint not found")
     ckpt = load_weights(path, map_location)  # a pickled callable is refused, not run
-    spec = ckpt.get("hyper_parameters", {}).get("spec") if isinstance(ckpt, dict) else None
+    spec = None
+    if isinstance(ckpt, dict) and ckpt.get("kind") == VISION_KIND:
+        spec = ckpt.get("spec")
+    elif isinstance(ckpt, dict) and "kind" not in ckpt:  # V's Lightning-style form, before
+        spec = ckpt.get("hyper_parameters", {}).get("spec")  # the one checkpoint format
     try:
         vision_class(spec)
     except UserError:

@@ -43,7 +43,7 @@ from jepa_wm.steps import (
     read_checkpoint,
     total_steps,
 )
-from jepa_wm.vision.base import VisionModule, build_vision, vision_class
+from jepa_wm.vision.base import VISION_KIND, VisionModule, build_vision, vision_class
 
 log = logging.getLogger(__name__)
 
@@ -207,12 +207,9 @@ def step_flops(model: VisionModule, loader: DataLoader, seed: int) -> int:
 
 
 def save_final(model: VisionModule, path: Path, **extra: Any) -> None:
-    """Weights + spec only, atomically: what ``load_vision`` needs, nothing pickled."""
-    ckpt = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "hyper_parameters": dict(model.hparams), "pytorch-lightning_version": pl.__version__,
-            **extra}
-    with io.atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+    """Weights + spec only, atomically, in the one checkpoint format of V and M
+    (``io.save_checkpoint``): what ``load_vision`` needs, nothing pickled."""
+    io.save_checkpoint(path, VISION_KIND, model.spec, model.state_dict(), **extra)
 
 
 def _trainer(cfg: Namespace, out: Path, callbacks: list, logger: Any, total: int,
