@@ -538,6 +538,35 @@ CASES: list[Case] = [
              "MDNRNNModule\n  init_args:\n    lr: 1.0e+30\n")), "--out",
              str(c.bad("nan-m") / "memory"), "--memory_train.max_steps", "3"),
          r"loss is (nan|inf) at step [12]", needs_memory=True),
+    Case("negative-z-noise", "memory_model z_noise -1",
+         lambda c: _train_memory(c, c.latents, "--memory_model.init_args.z_noise", "-1",
+                                 "--out", str(c.bad("znoise") / "memory")),
+         r"memory_model\.z_noise: -1\.0; accepted: a number >= 0", needs_memory=True),
+    Case("compute-budget-for-m", "a seconds budget for M (memory_train.max_time 60)",
+         lambda c: _train_memory(c, c.latents, "--memory_train.max_time", "60",
+                                 "--out", str(c.bad("mtime") / "memory")),
+         r"memory_train\.max_time: 60\.0; accepted: null .*vision_train\.max_time",
+         needs_memory=True),
+    # -- JEPA options, compute budgets, probes
+    Case("zero-context-frames", "JEPAModule context_frames 0",
+         lambda c: _vision_cfg(c, "ctx0", "vision_model:\n  class_path: jepa_wm.vision."
+                               "JEPAModule\n  init_args:\n    context_frames: 0\n"),
+         r"JEPAModule\.context_frames 0: accepted: an integer >= 1"),
+    Case("rollout-discount-above-one", "JEPAModule rollout_discount 1.5",
+         lambda c: _vision_cfg(c, "rho", "vision_model:\n  class_path: jepa_wm.vision."
+                               "JEPAModule\n  init_args:\n    rollout_discount: 1.5\n"),
+         r"JEPAModule\.rollout_discount 1\.5: accepted: in \(0, 1\]"),
+    Case("unknown-sigreg-weighting", "JEPAModule sigreg_weighting sum (not a choice)",
+         lambda c: _vision_cfg(c, "sigw", "vision_model:\n  class_path: jepa_wm.vision."
+                               "JEPAModule\n  init_args:\n    sigreg_weighting: sum\n"),
+         r"sigreg_weighting"),
+    Case("negative-max-flops", "vision_train.max_flops -1",
+         lambda c: _train_vision(c, c.store, "--vision_train.max_flops", "-1"),
+         r"vision_train\.max_flops: -1\.0; accepted: null or a number > 0"),
+    Case("probe-latents-of-another-store", "probe with --data a store the latents are not of",
+         lambda c: ["probe", "--config", SMOKE, "--latents", str(c.latents), "--data",
+                    str(_small_store(c)), "--out", str(c.bad("probe") / "probe")],
+         r"latents: holds \d+ frames, .* encode this store again"),
     # -- controller and evaluation
     Case("tau-zero", "controller_train.tau 0", lambda c: _train_controller(
         c, "tau0", "--controller_train.tau", "0"),
