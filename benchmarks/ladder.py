@@ -166,7 +166,9 @@ def rung_rows(runs: Path) -> list[dict]:
     for cell_cfg in sorted(runs.glob("*/*/seed*/config.yaml")):
         cell = cell_cfg.parent
         config = yaml.safe_load(cell_cfg.read_text())
-        rows.append({"rung": cell.parents[1].name, "variant": cell.parent.name,
+        variant = cell.parent.name  # a rung run with another V is its own row and summary
+        rung = cell.parents[1].name + ("" if variant == "vae" else f" [{variant}]")
+        rows.append({"rung": rung, "variant": variant,
                      "seed": config["seed"], "budget": budget(config),
                      "wall": stage_walls(cell),
                      "cmaes_s": sum(g.get("seconds", 0.0) for g in
@@ -274,7 +276,7 @@ def write_results(runs: Path, out: Path, note: str) -> str:
               "| rung | seed | " + " | ".join(STAGES) + " | CMA-ES generations s | total min |",
               "|---|---:|" + "---:|" * (len(STAGES) + 2)]
     for r in rows:
-        secs = [r["wall"][s] for s in STAGES]
+        secs = [r["wall"].get(s) for s in STAGES]  # (rows from before a stage existed)
         total = sum(s for s in secs if isinstance(s, (int, float))) / 60
         lines.append(f"| {r['rung']} | {r['seed']} | " + " | ".join(_f(s, 0) for s in secs)
                      + f" | {r['cmaes_s']:.0f} | {total:.1f} |")
