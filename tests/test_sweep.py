@@ -44,7 +44,8 @@ def read_csv(path: Path) -> dict[str, dict[str, str]]:
 def test_shipped_sweep_files_resolve_every_cell(path, tmp_path):
     spec = sweep.load_sweep(path)
     cells = sweep.make_cells(spec, tmp_path)
-    assert len(cells) == len(spec.variants) * len(spec.seeds)
+    grid = math.prod(len(v) for v in spec.overrides.values())  # 1 without overrides
+    assert len(cells) == len(spec.variants) * len(spec.seeds) * grid
     cfgs = [c.resolve() for c in cells]
     assert len({c.name for c in cells}) == len(cells)
     assert {cfg.sweep for cfg in cfgs} == {path.stem}
