@@ -115,11 +115,13 @@ def _probe_cli(latents: Path, out: Path, data: Path) -> subprocess.CompletedProc
                           capture_output=True, text=True, timeout=600, check=False)
 
 
-def test_probe_stage_scores_held_out_episodes_through_the_cli(doom_store, tmp_path):
+def test_probe_stage_scores_held_out_episodes_through_the_cli(doom_store, tmp_path, capsys,
+                                                             monkeypatch):
     """The real CLI: probes.json scores every target on the episodes V holds out (the
     split of vision_train.val_fraction and the seed); a second call does nothing."""
     from jepa_wm.data.datasets import split_episodes
 
+    monkeypatch.chdir(ROOT)
     store = RolloutStore(doom_store)
     write_test_latents(store, tmp_path / "z", sigma=True)
     run = _probe_cli(tmp_path / "z", tmp_path / "probe", doom_store)
@@ -135,8 +137,12 @@ def test_probe_stage_scores_held_out_episodes_through_the_cli(doom_store, tmp_pa
     assert t["fireball_screen_x"]["frames_test"] == in_view.sum()
     assert set(result["scores"]) == {f"probe_{k}" for k in t} | {"probe_fireball_in_view_base"}
     assert "probe: " in run.stdout and "R²" in run.stdout
-    again = _probe_cli(tmp_path / "z", tmp_path / "probe", doom_store)
-    assert again.returncode == 0 and "nothing to do" in again.stdout
+    from jepa_wm import cli
+
+    assert cli.main(["probe", "--config", "configs/experiments/smoke.yaml", "--latents",
+                     str(tmp_path / "z"), "--out", str(tmp_path / "probe"), "--data",
+                     str(doom_store)]) == 0  # the same command again, in process
+    assert "nothing to do" in capsys.readouterr().out
 
 
 def test_probe_stage_on_a_store_without_game_state_says_so_and_succeeds(tmp_path):
@@ -170,25 +176,6 @@ def _strip_state(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_replay_gives_an_old_store_the_state_it_would_have_recorded(doom_store, tmp_path):
-    """An old store (no state) gets, by replaying its actions from its seeds, exactly the
-    state a collection with state recording stored; its identity for V, the latents and M
-    does not change; a second call does nothing."""
-    from jepa_wm.data.replay import add_game_state
-    from jepa_wm.io import hash_obj
-
-    old = _strip_state(doom_store, tmp_path / "old")
-    before = hash_obj(RolloutStore(old).content_meta)
-    assert before == hash_obj(RolloutStore(old).meta) == hash_obj(RolloutStore(doom_store).content_meta)
-    assert add_game_state(old, workers=2, progress=False)
-    got, want = RolloutStore(old), RolloutStore(doom_store)
-    assert got.state_names == want.state_names
-    np.testing.assert_array_equal(got.get("state", slice(None)), want.get("state", slice(None)))
-    assert hash_obj(got.content_meta) == before
-    got.verify()  # the new files' checksums are in meta.json
-    assert not add_game_state(old, progress=False)
-
-
 def test_replay_refuses_a_store_it_does_not_reproduce(doom_store, tmp_path):
     from jepa_wm.data.replay import add_game_state
 
@@ -203,12 +190,28 @@ def test_replay_refuses_a_store_it_does_not_reproduce(doom_store, tmp_path):
     assert RolloutStore(old).state_names == ()  # no half state
 
 
-def test_probe_stage_replays_an_old_vizdoom_store_first(doom_store, tmp_path):
+def test_probe_stage_gives_an_old_vizdoom_store_the_state_it_would_have_recorded(
+        doom_store, tmp_path):
+    """The probe CLI on an old store (no state): it replays the store's actions from its
+    seeds and gets exactly the state a collection with state recording stored, then probes;
+    the store's identity for V, the latents and M does not change; a second replay does
+    nothing."""
+    from jepa_wm.data.replay import add_game_state
+    from jepa_wm.io import hash_obj
+
     old = _strip_state(doom_store, tmp_path / "old")
+    before = hash_obj(RolloutStore(old).content_meta)
+    assert before == hash_obj(RolloutStore(old).meta) == hash_obj(
+        RolloutStore(doom_store).content_meta)
     write_test_latents(RolloutStore(old), tmp_path / "z", sigma=False)
     run = _probe_cli(tmp_path / "z", tmp_path / "probe", old)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "replaying its 4 episodes" in run.stdout
     result = json.loads((tmp_path / "probe" / "probes.json").read_text())
     assert "probe_player_y" in result["scores"]
-    assert RolloutStore(old).state_names != ()
+    got, want = RolloutStore(old), RolloutStore(doom_store)
+    assert got.state_names == want.state_names
+    np.testing.assert_array_equal(got.get("state", slice(None)), want.get("state", slice(None)))
+    assert hash_obj(got.content_meta) == before
+    got.verify()  # the new files' checksums are in meta.json
+    assert not add_game_state(old, progress=False)

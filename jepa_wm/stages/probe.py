@@ -48,6 +48,18 @@ def summary_line(result: dict) -> str:
     return ", ".join(parts)
 
 
+def _store_path(latents, override: str | None) -> Path:
+    """``--data``, else the store the latent set's meta.json names (as train-memory does;
+    without importing M's Lightning module)."""
+    from jepa_wm.io import UserError
+
+    found = override or latents.meta.get("store")
+    if not found:
+        raise UserError(f"{latents.path}/meta.json: does not name its rollout store; pass "
+                        "--data STORE")
+    return Path(found)
+
+
 def _add_state(store, workers: int):
     """The store with its game state added by replay (under the store's lock: two variants
     probing one store take turns, the second finds it done)."""
@@ -69,14 +81,13 @@ def main(cfg: Namespace) -> None:
     from jepa_wm.data.datasets import split_episodes
     from jepa_wm.data.latents import LatentSet
     from jepa_wm.io import UserError, claim, is_done, mark_done, write_json
-    from jepa_wm.memory import latents_store_path
     from jepa_wm.probes import flat_scores, probe
     from jepa_wm.tracking import wandb_run
 
     start = time.time()
     out = Path(cfg.out)
     latents = LatentSet(cfg.latents)
-    store = RolloutStore(latents_store_path(latents, cfg.data))
+    store = RolloutStore(_store_path(latents, cfg.data))
     if latents.frames != store.num_frames:
         raise UserError(f"{cfg.latents}: holds {latents.frames} frames, {store.root} "
                         f"{store.num_frames}; encode this store again")
