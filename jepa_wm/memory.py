@@ -21,6 +21,7 @@ import pytorch_lightning as pl
 import torch
 from torch.nn import functional as F
 
+from jepa_wm.data.latents import latents_store_path
 from jepa_wm.envs.actions import ActionSpace
 from jepa_wm.io import UserError, claim, load_weights, save_checkpoint, write_json
 from jepa_wm.nets.mdnrnn import MDNRNN, gmm_nll
@@ -43,16 +44,6 @@ def load_latents(path: str | Path):
     from jepa_wm.data.latents import LatentSet
 
     return LatentSet(path)
-
-
-def latents_store_path(latents, override: str | None = None) -> Path:
-    """The rollout store a latent set indexes: ``override`` (``--data``) or the path its
-    meta.json records (``store``)."""
-    found = override or latents.meta.get("store")
-    if not found:
-        raise UserError(f"{latents.path}/meta.json: does not name its rollout store; pass "
-                        "--data STORE")
-    return Path(found)
 
 
 # ----------------------------------------------------------------------------- module

@@ -127,7 +127,7 @@ def test_probe_stage_scores_held_out_episodes_through_the_cli(doom_store, tmp_pa
     run = _probe_cli(tmp_path / "z", tmp_path / "probe", doom_store)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads((tmp_path / "probe" / "probes.json").read_text())
-    train_eps, test_eps = split_episodes(store, 0.1, 0)
+    _, test_eps = split_episodes(store, 0.1, 0)
     assert result["test_episodes"] == len(test_eps) == 1
     held = store.episode_lengths[test_eps].sum()
     state = store.get("state", slice(None))

@@ -147,3 +147,13 @@ class LatentSet:
     def standardized(self, idx: Any = slice(None), eps: float = 1e-6) -> np.ndarray:
         """``(z[idx] - mean) / std`` as float32 (the scale M trains on, for any V)."""
         return ((np.asarray(self.z[idx]) - self.mean) / (self.std + eps)).astype(np.float32)
+
+
+def latents_store_path(latents: LatentSet, override: str | None = None) -> Path:
+    """The rollout store a latent set indexes: ``override`` (``--data``) or the path its
+    meta.json records (``store``)."""
+    found = override or latents.meta.get("store")
+    if not found:
+        raise UserError(f"{latents.path}/meta.json: does not name its rollout store; pass "
+                        "--data STORE")
+    return Path(found)

@@ -53,7 +53,7 @@ def replay_shard(root: str, shard: int) -> np.ndarray:
                                     "store cannot get its game state by replay (collected "
                                     "by another VizDoom version?); recollect it")
                 rows.append(info["state"])
-                obs, _, terminated, truncated, info = env.step(action)
+                obs, _, _, _, info = env.step(action)
     finally:
         env.close()
     return np.asarray(rows, np.float32)

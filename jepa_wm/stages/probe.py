@@ -48,18 +48,6 @@ def summary_line(result: dict) -> str:
     return ", ".join(parts)
 
 
-def _store_path(latents, override: str | None) -> Path:
-    """``--data``, else the store the latent set's meta.json names (as train-memory does;
-    without importing M's Lightning module)."""
-    from jepa_wm.io import UserError
-
-    found = override or latents.meta.get("store")
-    if not found:
-        raise UserError(f"{latents.path}/meta.json: does not name its rollout store; pass "
-                        "--data STORE")
-    return Path(found)
-
-
 def _add_state(store, workers: int):
     """The store with its game state added by replay (under the store's lock: two variants
     probing one store take turns, the second finds it done)."""
@@ -79,7 +67,7 @@ def main(cfg: Namespace) -> None:
 
     from jepa_wm.data import RolloutStore
     from jepa_wm.data.datasets import split_episodes
-    from jepa_wm.data.latents import LatentSet
+    from jepa_wm.data.latents import LatentSet, latents_store_path
     from jepa_wm.io import UserError, claim, is_done, mark_done, write_json
     from jepa_wm.probes import flat_scores, probe
     from jepa_wm.tracking import wandb_run
@@ -87,7 +75,7 @@ def main(cfg: Namespace) -> None:
     start = time.time()
     out = Path(cfg.out)
     latents = LatentSet(cfg.latents)
-    store = RolloutStore(_store_path(latents, cfg.data))
+    store = RolloutStore(latents_store_path(latents, cfg.data))
     if latents.frames != store.num_frames:
         raise UserError(f"{cfg.latents}: holds {latents.frames} frames, {store.root} "
                         f"{store.num_frames}; encode this store again")
@@ -111,7 +99,7 @@ def main(cfg: Namespace) -> None:
         state = store.get("state", slice(None))
         targets = probe(np.asarray(latents.z), state, store.state_names, train, inner)
         result = {"targets": targets, "scores": flat_scores(targets),
-                  "train_episodes": int(len(train_eps)),
+                  "train_episodes": len(train_eps),
                   "test_episodes": int(store.num_episodes - len(train_eps))}
     result["wall_time"] = time.time() - start
     write_json(out / "probes.json", result)

@@ -17,9 +17,9 @@ import copy
 import datetime
 import inspect
 import logging
-import warnings
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
