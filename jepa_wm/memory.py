@@ -350,18 +350,29 @@ def train_memory(cfg, latents_dir: str | Path, out: str | Path,
     """The ``train-memory`` stage: fit M on the training episodes of the latent set
     (resuming from ``last.ckpt``), validate on the held-out ones, write ``final.ckpt`` and
     ``metrics.json``; returns the metrics."""
-    from jepa_wm.data.datasets import EpisodeChunks
-
     start = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tc = cfg.memory_train
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
+    if cfg.memory_train.threads:
+        torch.set_num_threads(cfg.memory_train.threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     latents, store = memory_inputs(latents_dir, data)
     module = build_memory(cfg, latents, _action_space_of_store(store, cfg))
-    train_eps, val_eps = memory_split(store, tc, cfg.seed)
+    train_eps, val_eps = memory_split(store, cfg.memory_train, cfg.seed)
+    return fit_memory(cfg, module, store, latents, train_eps, val_eps, out, config_hash,
+                      start)
+
+
+def fit_memory(cfg, module: MDNRNNModule, store, latents, train_eps: np.ndarray,
+               val_eps: np.ndarray, out: Path, config_hash: str = "",
+               start: float | None = None) -> dict:
+    """Fit ``module`` (fresh, or loaded to be trained further) on the ``train_eps`` of
+    ``store``/``latents`` for ``cfg.memory_train``'s budget, resuming from ``out/last.ckpt``;
+    write ``final.ckpt`` (with ``val_eps`` for the fidelity figures) and ``metrics.json``."""
+    from jepa_wm.data.datasets import EpisodeChunks
+
+    start = time.time() if start is None else start
+    tc = cfg.memory_train
     # the inputs are good: now another config's checkpoints here are moved aside, never resumed
     claim(out, config_hash, "train-memory")
     seq_len = module.hparams.seq_len

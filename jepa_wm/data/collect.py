@@ -60,6 +60,21 @@ class Policy(Protocol):
     def act(self, obs: np.ndarray) -> np.ndarray: ...
 
 
+def random_action(space: gym.Space, rng: np.random.Generator) -> np.ndarray:
+    """One uniformly random action of ``space``: Discrete, MultiDiscrete, MultiBinary, or
+    Box (uniform in bounds; N(0, 1) where unbounded)."""
+    if isinstance(space, gym.spaces.Discrete):
+        return np.int64(space.start + rng.integers(space.n))
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return (space.start + rng.integers(space.nvec)).astype(np.int64)
+    if isinstance(space, gym.spaces.MultiBinary):
+        return rng.integers(0, 2, space.shape).astype(np.int64)
+    bounded = np.isfinite(space.low) & np.isfinite(space.high)
+    low, high = np.where(bounded, space.low, 0.0), np.where(bounded, space.high, 1.0)
+    return np.where(bounded, rng.uniform(low, high), rng.normal(size=space.shape)
+                    ).astype(np.float32)
+
+
 class HoldRandomPolicy:
     """The paper's data policy: a uniformly random action, held for a random number of
     steps (uniform in ``1..max_hold``), then a new one. Works for Discrete, Box (uniform
@@ -92,23 +107,10 @@ class HoldRandomPolicy:
         self.rngs[slot] = np.random.default_rng([self.seed, episode, _POLICY_STREAM])
         self.left[slot] = 0
 
-    def _sample(self, rng: np.random.Generator) -> np.ndarray:
-        s = self.space
-        if isinstance(s, gym.spaces.Discrete):
-            return np.int64(s.start + rng.integers(s.n))
-        if isinstance(s, gym.spaces.MultiDiscrete):
-            return (s.start + rng.integers(s.nvec)).astype(np.int64)
-        if isinstance(s, gym.spaces.MultiBinary):
-            return rng.integers(0, 2, s.shape).astype(np.int64)
-        bounded = np.isfinite(s.low) & np.isfinite(s.high)
-        low, high = np.where(bounded, s.low, 0.0), np.where(bounded, s.high, 1.0)
-        return np.where(bounded, rng.uniform(low, high), rng.normal(size=s.shape)
-                        ).astype(np.float32)
-
     def act(self, obs: np.ndarray) -> np.ndarray:
         for i, rng in enumerate(self.rngs):
             if self.left[i] == 0:
-                self.current[i] = self._sample(rng)
+                self.current[i] = random_action(self.space, rng)
                 self.left[i] = rng.integers(1, self.max_hold + 1)
             self.left[i] -= 1
         return self.current.copy()
