@@ -156,6 +156,27 @@ class EvaluateConfig:
 
 
 @dataclass
+class IterateConfig:
+    """Iterative training (Ha & Schmidhuber 2018, sec. 5; ``jepa_wm.iterate``): after C is
+    trained in the dream, it plays the real game, M learns from those episodes, and a new C
+    is trained in the corrected dream. C never sees a real reward.
+
+    Args:
+        rounds: Rounds of play, M training and C training (0 = off: the one-shot pipeline).
+        episodes: Real episodes C plays per round (new env seeds, game state recorded).
+        epsilon: Chance, at each step not already in one, of a random held action (1 to
+            ``max_hold`` steps, as the data policy) instead of C's.
+        memory_epochs: Epochs M trains further per round, from the last round's weights,
+            over the run's training episodes plus every round's new ones.
+    """
+
+    rounds: int = 0
+    episodes: int = 300
+    epsilon: float = 0.05
+    memory_epochs: int = 10
+
+
+@dataclass
 class WandbConfig:
     """Weights & Biases logging.
 
@@ -208,6 +229,7 @@ def experiment_parser(prog: str = "jepa-wm", description: str | None = None) -> 
                    help="The M model: class_path/init_args (jepa_wm.memory.MDNRNNModule).")
     p.add_argument("--memory_train", type=TrainConfig, default=TrainConfig())
     p.add_argument("--controller_train", type=ControllerConfig, default=ControllerConfig())
+    p.add_argument("--iterate", type=IterateConfig, default=IterateConfig())
     p.add_argument("--evaluate", type=EvaluateConfig, default=EvaluateConfig())
     p.add_argument("--wandb", type=WandbConfig, default=WandbConfig())
     return p

@@ -12,7 +12,7 @@ this table; nothing else lists the stages or derives where a stage writes.
 Layout (one experiment folder holds every variant and seed)::
 
     RUNS/<experiment>/data/<env>-seed<k>-<data hash>/rollouts/   shared by all variants
-    RUNS/<experiment>/<variant>/seed<k>/{vision,latents,probe,memory,fidelity,controller,eval}/
+    RUNS/<experiment>/<variant>/seed<k>/{vision,latents,probe,memory,fidelity,controller,iterate,eval}/
     RUNS/<experiment>/<variant>/seed<k>/config.yaml              the resolved config
     RUNS/<experiment>/<variant>/seed<k>/pipeline.json            stage fingerprints, times
 """
@@ -85,10 +85,17 @@ PIPELINE: tuple[Stage, ...] = (
           "real env.", "controller", {"vision": _V, "memory": _M, "latents": _Z,
                                       "data": _STORE},
           keys=("controller_train", "seed", *ENV_KEYS)),
+    Stage("iterate", "Iterative training: C plays the real game, M learns from it, a new C "
+          "is trained in the corrected dream (iterate.rounds; 0 passes C and M through).",
+          "iterate", {"vision": _V, "memory": _M,
+                      "controller": ("train-controller", "best.npz"), "latents": _Z,
+                      "data": _STORE, "fidelity": ("fidelity", "fidelity.json")},
+          keys=("iterate", "memory_train", "controller_train", "seed", *ENV_KEYS,
+                *DREAM_KEYS)),
     Stage("evaluate", "Evaluate C in the real env and in the dream; write results.json.",
-          "eval", {"vision": _V, "memory": _M, "controller": ("train-controller", "best.npz"),
-                   "latents": _Z, "data": _STORE,
-                   "fidelity": ("fidelity", "fidelity.json")},
+          "eval", {"vision": _V, "memory": ("iterate", "final.ckpt"),
+                   "controller": ("iterate", "best.npz"), "latents": _Z, "data": _STORE,
+                   "fidelity": ("iterate", "fidelity.json")},
           keys=("evaluate", "controller_train", "seed", *ENV_KEYS)),
 )
 
@@ -157,12 +164,21 @@ def run_paths(cfg: Any, runs: str | os.PathLike) -> RunPaths:
 
 def input_folders(stage: str, flags: dict[str, Any]) -> dict[str, Path]:
     """Upstream stage -> the folder it wrote, from ``stage``'s path flags (``flags``: flag ->
-    path or None; a file flag names a file inside its stage's folder)."""
+    path or None; a file flag names a file inside its stage's folder). A folder is named by
+    the stage its ``STAGE.json`` says wrote it (``evaluate`` given ``controller/best.npz``
+    directly reads train-controller's folder, not iterate's), else by the table."""
+    import json
+
     out = {}
     for flag, (up, name) in STAGE[stage].reads.items():
         if flags.get(flag):
             path = Path(flags[flag])
-            out.setdefault(up, path.parent if name else path)
+            folder = path.parent if name else path
+            try:
+                up = json.loads((folder / "STAGE.json").read_text()).get("stage", up)
+            except (OSError, ValueError):
+                pass
+            out.setdefault(up, folder)
     return out
 
 

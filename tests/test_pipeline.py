@@ -61,7 +61,9 @@ def test_each_stage_gets_its_inputs_and_its_own_folder(tmp_path):
     assert stage_cfgs["encode"].vision == str(cell / "vision" / "final.ckpt")
     assert stage_cfgs["train-memory"].latents == str(cell / "latents")
     assert stage_cfgs["train-controller"].memory == str(cell / "memory" / "final.ckpt")
-    assert stage_cfgs["evaluate"].controller == str(cell / "controller" / "best.npz")
+    assert stage_cfgs["iterate"].controller == str(cell / "controller" / "best.npz")
+    assert stage_cfgs["evaluate"].controller == str(cell / "iterate" / "best.npz")
+    assert stage_cfgs["evaluate"].memory == str(cell / "iterate" / "final.ckpt")
     assert stage_cfgs["evaluate"].out == str(cell / "eval")
     # the experiment's values reach every stage
     assert all(c.vision_train.max_steps == 4 and c.episodes == 6 for c in stage_cfgs.values())

@@ -80,6 +80,10 @@ CHANGES = [
          c / "fidelity" / "fidelity.json")),
     ("memory_train.max_steps", "30", "train-memory",
      lambda c: torch.load(c / "memory" / "last.ckpt", weights_only=True)["global_step"] == 30),
+    ("iterate.rounds", "1", "iterate",
+     lambda c: read(c / "eval" / "results.json")["iterate"][0]["policy"].startswith(
+         "controller(") and read(c / "eval" / "results.json")["fidelity"] == read(
+         c / "iterate" / "fidelity.json")),
     ("vision_train.max_steps", "5", "train-vision",
      lambda c: read(c / "vision" / "metrics.json")["steps"] == 5),
 ]
@@ -106,6 +110,16 @@ def test_a_changed_key_redoes_its_stage_and_everything_downstream(runs, key, val
         assert f"{stage}: {old[stage]} held work of another config" in proc.stdout
     # and the changed config is now the finished one: a second run does nothing
     assert ran(run(runs, f"--{key}={value}")) == []
+
+
+def test_iterate_off_passes_m_c_and_fidelity_through_byte_for_byte(finished):
+    c = cell(finished)
+    for upstream, passed in (("memory/final.ckpt", "iterate/final.ckpt"),
+                             ("controller/best.npz", "iterate/best.npz"),
+                             ("fidelity/fidelity.json", "iterate/fidelity.json")):
+        assert (c / upstream).read_bytes() == (c / passed).read_bytes(), passed
+    assert read(c / "iterate" / "rounds.json") == []
+    assert "iterate" not in read(c / "eval" / "results.json")
 
 
 @pytest.mark.slow

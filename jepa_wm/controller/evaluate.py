@@ -61,6 +61,9 @@ def stage_wall_times(folders: dict[str, Path]) -> dict[str, float]:
             info = read_json(path)
             info = info if isinstance(info, dict) else {}
             value = next((info[k] for k in WALL_TIME_KEYS if k in info), None)
+            # a stage that records its own inputs' times (iterate) passes them on
+            for up, seconds in (info.get("input_wall_time") or {}).items():
+                times.setdefault(up, float(seconds))
             if isinstance(value, (int, float)):
                 times[stage] = float(value)
                 break

@@ -125,7 +125,11 @@ def main(cfg: Namespace) -> None:
     # the stages this one read, found through its own path flags (the stage table's)
     flags = {flag: getattr(cfg, flag, None) for flag in STAGE["evaluate"].reads}
     flags["data"] = latents_store_path(latents, cfg.data)
-    wall = stage_wall_times(input_folders("evaluate", flags))
+    folders = input_folders("evaluate", flags)
+    wall = stage_wall_times(folders)
+    rounds = folders.get("iterate", out) / "rounds.json"  # C and M of iterative training
+    if rounds.exists() and read_json(rounds):
+        results["iterate"] = read_json(rounds)
     wall["evaluate"] = time.time() - start
     if cfg.fidelity:
         results["fidelity"] = read_json(cfg.fidelity)

@@ -46,13 +46,34 @@ def summary_line(f: dict) -> str:
             f"{f['open_loop_mse_10']:.3f} vs copy {f['copy_mse_10']:.3f}")
 
 
-def main(cfg: Namespace) -> None:
-
-    from jepa_wm.controller import load_memory_checked, single_thread
-    from jepa_wm.data import RolloutStore
+def measure_memory(cfg: Namespace, memory, latents, store, episodes,
+                   metrics_file: Path | None = None) -> dict:
+    """Every fidelity figure of ``memory`` on the held-out ``episodes`` of ``store``, in the
+    dream of ``dream_settings(cfg)``, plus M's validation losses from ``metrics_file``."""
+    from jepa_wm.controller import single_thread
     from jepa_wm.dream import Dream, dream_starts
     from jepa_wm.fidelity import measure
-    from jepa_wm.io import UserError, claim, is_done, mark_done, read_json, write_json
+    from jepa_wm.io import read_json
+
+    settings = dream_settings(cfg)
+    starts, sigma = dream_starts(latents, memory, settings["start"], store)
+    dream = Dream(memory, starts, tau=settings["tau"], done=settings["done"],
+                  reward="survival", max_steps=settings["max_steps"], start_sigma=sigma,
+                  done_threshold=settings["done_threshold"])
+    with single_thread():
+        figures = measure(memory, dream, latents, store, episodes, settings["max_hold"],
+                          settings["dreams"], seed=cfg.seed)
+    metrics = read_json(metrics_file) if metrics_file and metrics_file.exists() else {}
+    figures.update({k: metrics[k] for k in ("val_gmm_nll", "val_done_loss", "val_reward_loss",
+                                             "final_gmm_nll") if k in metrics})
+    return figures
+
+
+def main(cfg: Namespace) -> None:
+
+    from jepa_wm.controller import load_memory_checked
+    from jepa_wm.data import RolloutStore
+    from jepa_wm.io import UserError, claim, is_done, mark_done, write_json
     from jepa_wm.memory import latents_store_path, load_latents
     from jepa_wm.tracking import wandb_run
 
@@ -73,18 +94,9 @@ def main(cfg: Namespace) -> None:
         raise UserError(f"{cfg.memory}: M has no held-out episodes (memory_train."
                         "val_fraction is 0, or M predates the split); retrain M with "
                         "val_fraction > 0")
-    starts, sigma = dream_starts(latents, memory, settings["start"], store)
     claim(out, h, "fidelity")  # (after every input check: bad input moves nothing)
-    dream = Dream(memory, starts, tau=settings["tau"], done=settings["done"],
-                  reward="survival", max_steps=settings["max_steps"], start_sigma=sigma,
-                  done_threshold=settings["done_threshold"])
-    with single_thread():
-        figures = measure(memory, dream, latents, store, episodes, settings["max_hold"],
-                          settings["dreams"], seed=cfg.seed)
-    metrics = read_json(Path(cfg.memory).parent / "metrics.json") \
-        if (Path(cfg.memory).parent / "metrics.json").exists() else {}
-    figures.update({k: metrics[k] for k in ("val_gmm_nll", "val_done_loss", "val_reward_loss",
-                                             "final_gmm_nll") if k in metrics})
+    figures = measure_memory(cfg, memory, latents, store, episodes,
+                             Path(cfg.memory).parent / "metrics.json")
     figures["wall_time"] = time.time() - start
     write_json(out / "fidelity.json", figures)
     run = wandb_run(cfg, "fidelity", out)
