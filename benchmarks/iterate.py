@@ -1,33 +1,24 @@
-"""Iterative training (Ha & Schmidhuber 2018, sec. 5) on a finished run: does M, shown the
-states the dream-trained C really reaches, stop being exploited?
+"""Iterative training (Ha & Schmidhuber 2018, sec. 5) on a finished run, round by round:
+does M, shown the states the dream-trained C really reaches, stop being exploited?
 
     python benchmarks/iterate.py RUN [--rounds 1] [--episodes 300] [--epsilon 0.05]
                                      [--memory-epochs 10]
 
-``RUN`` is a finished run folder (``runs/ladder/<rung>/vae/seed2``: V, latents, M, C, eval).
-Each round k:
+``RUN`` is a finished run folder (``runs/ladder/<rung>/vae/seed0``: V, latents, M, C,
+fidelity, eval). Each round is the pipeline's ``iterate`` stage's (``jepa_wm.iterate``):
+C plays ``--episodes`` real episodes (random held actions started with chance
+``--epsilon``), M trains ``--memory-epochs`` epochs further on them and the run's training
+episodes, and a new C is trained from scratch in the new dream with the run's CMA-ES
+settings. Unlike the stage, every round's C is also scored: the fidelity figures of its M
+and 50 real episodes on the run's own evaluation seeds. C never sees a real reward.
 
-1. collect ``--episodes`` real episodes with round k-1's C (round 0's is the run's own),
-   V and M in the loop, a random held action (the collection policy's) started with chance
-   ``--epsilon`` at each step not already in one; new seeds, the game state recorded;
-2. encode them with the run's V;
-3. train M further (from round k-1's weights) for ``--memory-epochs`` epochs over the run's
-   training episodes plus every round's new episodes (held out: the run's validation
-   episodes, so the fidelity figures stay comparable);
-4. train C from scratch in the new M's dream with the run's CMA-ES settings (real checks
-   included, as in the run);
-5. the fidelity figures and the final evaluation on the run's own 50 evaluation seeds.
-
-C never sees a real reward: the real episodes only feed M, as in the paper's procedure.
-Everything goes into ``RUN/iterate-<hash of the settings>/round-<k>/``; each step resumes
-(collect by episode, M from ``last.ckpt``, CMA-ES by generation) and a finished step is
-skipped. The rows are written to ``benchmarks/results/iterate.md`` (``.json`` beside it).
+Everything goes into ``RUN/iterate-<hash of the settings>/round-<k>/`` and resumes; rows go
+to ``benchmarks/results/iterate.md`` (``.json`` beside it).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import sys
@@ -40,19 +31,18 @@ from common import cpu_name, loadavg  # benchmarks/common.py (scripts run from t
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-#: Store seeds of the rounds' collections: far from the run's own (0..) and the evaluation's.
-ROUND_SEED_BASE = 500_000
 
 
-def settings_hash(args) -> str:
+def settings_hash(args, max_hold: int) -> str:
     from jepa_wm.io import hash_obj
 
     return hash_obj({"episodes": args.episodes, "epsilon": args.epsilon,
-                     "memory_epochs": args.memory_epochs, "max_hold": args.max_hold})[:10]
+                     "memory_epochs": args.memory_epochs, "max_hold": max_hold})[:10]
 
 
-def load_run(run: Path):
-    """The run's config, V, M, C, latents and store, and its M's train/val split."""
+def load_run(run: Path, args):
+    """The run's config (with ``args`` as its ``iterate`` section), V, M, C, latents and
+    store, and M's train/val split."""
     from jepa_wm.config import experiment_parser
     from jepa_wm.controller import ControllerFile
     from jepa_wm.data import RolloutStore
@@ -60,6 +50,9 @@ def load_run(run: Path):
     from jepa_wm.vision import load_vision
 
     cfg = experiment_parser().parse_args(["--config", str(run / "config.yaml")])
+    cfg.iterate.rounds, cfg.iterate.episodes = args.rounds, args.episodes
+    cfg.iterate.epsilon, cfg.iterate.memory_epochs = args.epsilon, args.memory_epochs
+    cfg.workers = args.workers
     latents = load_latents(run / "latents")
     store = RolloutStore(latents_store_path(latents))
     memory = load_memory(run / "memory" / "final.ckpt")
@@ -72,111 +65,55 @@ def load_run(run: Path):
             "latents": latents, "store": store, "train": train, "val": val}
 
 
-def timed(times: dict, key: str, fn, *a, **k):
-    t = time.time()
-    out = fn(*a, **k)
-    times[key] = times.get(key, 0.0) + time.time() - t
-    return out
-
-
-def run_round(k: int, base: dict, prev: dict, stores: list, sets: list, args,
-              folder: Path) -> dict:
-    """Round ``k`` into ``folder``: collect with ``prev``'s C, encode, M, C, evaluate."""
-    import torch
-
-    from jepa_wm.controller import ControllerFile, single_thread
-    from jepa_wm.controller.cmaes import Trainer, make_dream
+def run_round(k: int, base: dict, prev, stores: list, sets: list, folder: Path):
+    """Round ``k`` (``jepa_wm.iterate.run_round``) into ``folder``, then its fidelity
+    figures and a full evaluation of its C; returns ``(row, models for the next round)``."""
+    from jepa_wm.controller import ControllerFile
+    from jepa_wm.controller.cmaes import make_dream
     from jepa_wm.controller.evaluate import evaluate
-    from jepa_wm.controller.policy import ControllerPolicy
     from jepa_wm.data import RolloutStore
-    from jepa_wm.data.collect import collect
-    from jepa_wm.data.concat import ConcatLatents, ConcatStore
-    from jepa_wm.dream import Dream, dream_starts
-    from jepa_wm.fidelity import measure
-    from jepa_wm.io import is_done, mark_done, read_json, write_json
-    from jepa_wm.memory import fit_memory, load_latents, load_memory
-    from jepa_wm.stages.fidelity import dream_settings
-    from jepa_wm.stages.train_controller import real_player
-    from jepa_wm.vision.encode import encode_store
+    from jepa_wm.io import read_json, write_json
+    from jepa_wm.iterate import Models, round_summary
+    from jepa_wm.iterate import run_round as iterate_round
+    from jepa_wm.memory import load_latents, load_memory
+    from jepa_wm.stages.fidelity import measure_memory
 
-    cfg, times = base["cfg"], {}
-    folder.mkdir(parents=True, exist_ok=True)
-    result_file = folder / "result.json"
+    cfg, result_file = base["cfg"], folder / "result.json"
     if result_file.exists():  # a finished round: its data and models are the next's inputs
         stores.append(RolloutStore(folder / "data"))
         sets.append(load_latents(folder / "latents"))
-        prev.update(memory=load_memory(folder / "memory" / "final.ckpt"),
-                    memory_path=folder / "memory" / "final.ckpt",
-                    controller=ControllerFile.load(folder / "controller" / "best.npz"))
-        return read_json(result_file)
-    # 1. data from the previous C
-    policy = ControllerPolicy(base["vision"], prev["memory"], prev["controller"],
-                              seed=ROUND_SEED_BASE + k, epsilon=args.epsilon,
-                              max_hold=args.max_hold)
-    with torch.no_grad(), single_thread():
-        summary = timed(times, "collect", collect, cfg.env, folder / "data", args.episodes,
-                        seed=ROUND_SEED_BASE + 1000 * cfg.seed + k, workers=args.workers,
-                        image_size=cfg.image_size, frame_skip=cfg.frame_skip,
-                        max_episode_steps=cfg.max_episode_steps, policy=policy,
-                        progress=False)
-    print(f"round {k}: collected {summary['episodes']} episodes with C, length "
-          f"{summary['length_mean']:.0f} ± {summary['length_std']:.0f}", flush=True)
-    # 2. their latents
-    timed(times, "encode", encode_store, base["vision_ckpt"], folder / "data",
-          folder / "latents", show_progress=False)
-    stores.append(RolloutStore(folder / "data"))
-    sets.append(load_latents(folder / "latents"))
-    store, latents = ConcatStore(stores), ConcatLatents(sets)
-    # 3. M trained further on all the data so far
-    mcfg = copy.deepcopy(cfg)
-    mcfg.memory_train.max_epochs, mcfg.memory_train.max_steps = args.memory_epochs, -1
-    new_eps = np.concatenate([store.episodes_of(i) for i in range(1, len(stores))])
-    train = np.concatenate([base["train"], new_eps])
-    mem_dir = folder / "memory"
-    if not is_done(mem_dir, "iterate"):
-        module = load_memory(prev["memory_path"]).train()
-        timed(times, "memory", fit_memory, mcfg, module, store, latents, train, base["val"],
-              mem_dir, "iterate")
-        mark_done(mem_dir, "iterate", wall_time=times["memory"])
-    memory = load_memory(mem_dir / "final.ckpt")
-    # 4. C in the new dream, from scratch, the run's CMA-ES settings
-    cc = cfg.controller_train
-    dream = make_dream(cc, memory, base["latents"], base["store"])
-    ctl_dir = folder / "controller"
-    if not is_done(ctl_dir, "iterate"):
-        real = real_player(cfg, base["vision"], memory, cc.include_cell, cc.workers)
-        state = timed(times, "controller", Trainer(cfg, memory, dream, real, ctl_dir).run)
-        mark_done(ctl_dir, "iterate", wall_time=times["controller"],
-                  best_fitness=state["best_fitness"])
-    controller = ControllerFile.load(ctl_dir / "best.npz")
-    # 5. fidelity (the run's held-out random-policy episodes) and the final evaluation
-    s = dream_settings(cfg)
-    starts, sigma = dream_starts(base["latents"], memory, s["start"], base["store"])
-    fdream = Dream(memory, starts, tau=s["tau"], done=s["done"], reward="survival",
-                   max_steps=s["max_steps"], start_sigma=sigma,
-                   done_threshold=s["done_threshold"])
-    with single_thread():
-        fid = timed(times, "fidelity", measure, memory, fdream, base["latents"],
-                    base["store"], base["val"], s["max_hold"], s["dreams"], seed=cfg.seed)
-    ev = timed(times, "evaluate", evaluate, cfg, base["vision"], memory, controller, dream)
-    history = read_json(ctl_dir / "history.json")
-    checks = [h["real_mean"] for h in history if h.get("real_mean") is not None]
-    out = {"round": k, "collected": {"episodes": summary["episodes"],
-                                     "length_mean": summary["length_mean"],
-                                     "length_std": summary["length_std"],
-                                     "frames": summary["frames"]},
-           "train_episodes": len(train), "train_frames":
-               int(store.episode_lengths[train].sum()),
-           "fidelity": {k2: fid[k2] for k2 in ("death_sum_per_episode", "brier",
-                                               "policy_survival_dream",
-                                               "policy_survival_real",
-                                               "policy_survival_ratio") if k2 in fid},
-           "real_checks": checks, **{k2: ev[k2] for k2 in (
-               "real_mean", "real_std", "real_scores", "dream_mean", "dream_real_gap", "tau")},
-           "wall_time": times}
-    write_json(result_file, out)
-    prev.update(memory=memory, memory_path=mem_dir / "final.ckpt", controller=controller)
-    return out
+        models = Models(load_memory(folder / "memory" / "final.ckpt"),
+                        folder / "memory" / "final.ckpt",
+                        ControllerFile.load(folder / "controller" / "best.npz"))
+        return read_json(result_file), models
+    times = {}
+    models = iterate_round(cfg, k, base["vision"], base["vision_ckpt"], prev, stores, sets,
+                           base["train"], base["val"], base["latents"], base["store"], folder,
+                           times)
+    start = time.time()
+    fid = measure_memory(cfg, models.memory, base["latents"], base["store"], base["val"])
+    times["fidelity"] = time.time() - start
+    start = time.time()
+    dream = make_dream(cfg.controller_train, models.memory, base["latents"], base["store"])
+    ev = evaluate(cfg, base["vision"], models.memory, models.controller, dream)
+    times["evaluate"] = time.time() - start
+    summary = round_summary(folder, stores[-1])
+    row = {"round": k, "collected": {key: summary[key] for key in (
+               "episodes", "length_mean", "length_std", "frames")},
+           "train_episodes": len(base["train"]) + sum(s.num_episodes for s in stores[1:]),
+           "fidelity": {key: fid[key] for key in (
+               "death_sum_per_episode", "brier", "policy_survival_dream",
+               "policy_survival_real", "policy_survival_ratio") if key in fid},
+           "real_checks": summary["real_checks"],
+           **{key: ev[key] for key in ("real_mean", "real_std", "real_scores", "dream_mean",
+                                       "dream_real_gap", "tau")},
+           "wall_time": {"collect": times.get("collect", 0.0),
+                         "memory": times.get("train-memory", 0.0),
+                         "controller": times.get("train-controller", 0.0),
+                         "encode": times.get("encode", 0.0), "fidelity": times["fidelity"],
+                         "evaluate": times["evaluate"]}}
+    write_json(result_file, row)
+    return row, models
 
 
 def ci95(x) -> tuple[float, float]:
@@ -247,7 +184,6 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--episodes", type=int, default=300, help="Episodes collected per round.")
     p.add_argument("--epsilon", type=float, default=0.05)
-    p.add_argument("--max-hold", type=int, default=10)
     p.add_argument("--memory-epochs", type=int, default=10)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS / "iterate.md")
@@ -255,9 +191,11 @@ def main() -> None:
     run = args.run.resolve()
     if not (run / "eval" / "results.json").exists():
         raise SystemExit(f"{run}: not a finished run (no eval/results.json)")
-    base = load_run(run)
-    h = settings_hash(args)
-    root = run / f"iterate-{h}"
+    base = load_run(run, args)
+    from jepa_wm.iterate import Models, check_config
+
+    check_config(base["cfg"].iterate)
+    root = run / f"iterate-{settings_hash(args, base['cfg'].max_hold)}"
     root.mkdir(exist_ok=True)
     (root / "settings.json").write_text(json.dumps(vars(args) | {"run": str(run)},
                                                    default=str, indent=1))
@@ -265,11 +203,10 @@ def main() -> None:
     settings = f"{args.episodes} eps, ε {args.epsilon}, M +{args.memory_epochs} ep"
     command = "python benchmarks/iterate.py " + " ".join(sys.argv[1:])
     rows = [{"run": name, "settings": settings, **round0(run, base)}]
-    prev = {"memory": base["memory"], "memory_path": run / "memory" / "final.ckpt",
-            "controller": base["controller"]}
+    prev = Models(base["memory"], run / "memory" / "final.ckpt", base["controller"])
     stores, sets = [base["store"]], [base["latents"]]
     for k in range(1, args.rounds + 1):
-        row = run_round(k, base, prev, stores, sets, args, root / f"round-{k}")
+        row, prev = run_round(k, base, prev, stores, sets, root / f"round-{k}")
         rows.append({"run": name, "settings": settings, **row})
         write_results(rows, args.out, command)
         print(f"round {k}: real {row['real_mean']:.1f} ± {row['real_std']:.1f}, dream "

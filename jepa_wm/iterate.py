@@ -54,7 +54,9 @@ def check_config(ic) -> None:
 
 
 def round_seed(seed: int, k: int) -> int:
-    """The store seed of round ``k``'s collection in a run of seed ``seed``."""
+    """The store seed (the env seeds) of round ``k``'s collection in a run of seed
+    ``seed``. The policy's own noise (z samples, random holds) is seeded by ``k`` alone,
+    ``ROUND_SEED_BASE + k``, per episode: the env seeds already differ between runs."""
     return ROUND_SEED_BASE + 1000 * seed + k
 
 
@@ -94,7 +96,7 @@ def run_round(cfg, k: int, vision, vision_ckpt: Path, prev: Models, stores: list
         return out
 
     folder.mkdir(parents=True, exist_ok=True)
-    policy = ControllerPolicy(vision, prev.memory, prev.controller, seed=round_seed(cfg.seed, k),
+    policy = ControllerPolicy(vision, prev.memory, prev.controller, seed=ROUND_SEED_BASE + k,
                               epsilon=ic.epsilon, max_hold=cfg.max_hold)
     with torch.no_grad(), single_thread():
         timed("collect", collect, cfg.env, folder / "data", ic.episodes,
