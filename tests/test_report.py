@@ -226,3 +226,13 @@ def test_a_sweep_over_episodes_gets_the_data_scaling_table_and_plot(tmp_path):
     md = (exp / "report" / "results.md").read_text()
     assert "## Data scaling" in md and "| vae | 1000 | 330000 | 2 | 600.0 | [500.0, 700.0] |" in md
     assert (exp / "report" / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_budget_line_says_when_c_came_from_iterative_training(experiment):
+    runs = report.find_runs(experiment)
+    assert "iterative" not in report.budget_line(runs)
+    for run in runs:
+        if run.config:
+            run.config["iterate"] = {"rounds": 2, "episodes": 300, "memory_epochs": 10}
+    line = report.budget_line(runs)
+    assert "then 2 round(s) of iterative training (C plays 300 real episodes" in line

@@ -27,12 +27,16 @@ def budget_line(runs: list[SeedRun]) -> str:
         return f"Budget: unknown (no config.yaml found); seeds {seeds}."
 
     c, e = cfg.get("controller_train", {}), cfg.get("evaluate", {})
+    it = cfg.get("iterate") or {}
+    rounds = (f"then {it['rounds']} round(s) of iterative training (C plays "
+              f"{it.get('episodes')} real episodes, M {it.get('memory_epochs')} more epochs, "
+              f"a new C); ") if it.get("rounds") else ""
     return (f"Budget per run: {cfg.get('env')}: {cfg.get('episodes')} episodes collected; "
             f"V {train_length(cfg.get('vision_train', {}))}; "
             f"M {train_length(cfg.get('memory_train', {}))}; "
             f"CMA-ES {c.get('generations')} generations x {c.get('popsize')} candidates x "
             f"{c.get('rollouts')} rollouts in the {c.get('where')} (tau {c.get('tau')}); "
-            f"evaluation {e.get('episodes')} real episodes and {e.get('dream_episodes')} "
+            f"{rounds}evaluation {e.get('episodes')} real episodes and {e.get('dream_episodes')} "
             f"dreams; seeds {', '.join(map(str, seeds))}.")
 
 
