@@ -135,7 +135,10 @@ def write_results(rows: list[dict], out: Path, command: str) -> None:
              "reward; the real checks (4 episodes at CMA-ES generations 10, 20, 30, own "
              "seeds) are logged, not used. Real: 50 episodes on the run's fixed evaluation "
              "seeds, 95% bootstrap CI."), "",
-             f"- command: `{command}`",
+             ("- commands: each run's rows come from `python benchmarks/iterate.py "
+             "runs/ladder/<run> --rounds <its last round>` (the settings column gives "
+             "`--episodes`, `--epsilon`, `--memory-epochs`); the last one written: "
+             f"`{command}`"),
              (f"- written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: "
              f"{cpu_name()}; load {loadavg()}"), "",
              ("| run | settings | round | C's episodes (len) | M train eps | Σ p(done)/ep | "
