@@ -22,6 +22,7 @@ FILE_ERRORS = {
                   "and run the command again",
     errno.EDQUOT: "disk quota exceeded; free some space (completed files are kept) and run "
                   "the command again",
+    errno.ENOENT: "not found; give the path of an existing file or folder",
     errno.ENOTDIR: "a file where a folder is expected; give a folder",
     errno.EISDIR: "a folder where a file is expected; give a file",
     errno.EEXIST: "exists and is not a folder; give a folder",
