@@ -46,7 +46,9 @@ def load_run(run: Path, args):
     from jepa_wm.config import experiment_parser
     from jepa_wm.controller import ControllerFile
     from jepa_wm.data import RolloutStore
-    from jepa_wm.memory import latents_store_path, load_latents, load_memory, memory_split
+    from jepa_wm.io import UserError
+    from jepa_wm.iterate import memory_episodes
+    from jepa_wm.memory import latents_store_path, load_latents, load_memory
     from jepa_wm.vision import load_vision
 
     cfg = experiment_parser().parse_args(["--config", str(run / "config.yaml")])
@@ -56,9 +58,10 @@ def load_run(run: Path, args):
     latents = load_latents(run / "latents")
     store = RolloutStore(latents_store_path(latents))
     memory = load_memory(run / "memory" / "final.ckpt")
-    train, val = memory_split(store, cfg.memory_train, cfg.seed)
-    if sorted(val.tolist()) != sorted(memory.extra.get("val_episodes", [])):
-        raise SystemExit(f"{run}: M's held-out episodes are not memory_split's; stale run?")
+    try:
+        train, val = memory_episodes(cfg, memory, run / "memory" / "final.ckpt", store)
+    except UserError as e:
+        raise SystemExit(f"error: {e}") from None
     return {"cfg": cfg, "vision": load_vision(run / "vision" / "final.ckpt"),
             "vision_ckpt": run / "vision" / "final.ckpt", "memory": memory,
             "controller": ControllerFile.load(run / "controller" / "best.npz"),

@@ -60,6 +60,19 @@ def round_seed(seed: int, k: int) -> int:
     return ROUND_SEED_BASE + 1000 * seed + k
 
 
+def memory_episodes(cfg, memory, memory_path, store) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, val)`` episodes of the run's ``store`` that M was fitted and held out on
+    (``memory_split``), checked against the held-out episodes M recorded: the rounds keep
+    them held out, so the fidelity figures stay comparable."""
+    from jepa_wm.memory import memory_split
+
+    train, val = memory_split(store, cfg.memory_train, cfg.seed)
+    if sorted(val.tolist()) != sorted(memory.extra.get("val_episodes", [])):
+        raise UserError(f"{memory_path}: its held-out episodes are not this config's split "
+                        "(memory_train.val_fraction, max_frames or seed changed); retrain M")
+    return train, val
+
+
 @dataclass
 class Models:
     """What one round hands the next: M (and its checkpoint) and C."""

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from jepa_wm.data.latents import LatentSet
+from jepa_wm.data.store import StoreReader
 from jepa_wm.io import UserError
 
 
@@ -39,12 +41,12 @@ def _gather(parts: Sequence, offsets: np.ndarray, idx, read) -> np.ndarray:
     return out.reshape(shape + out.shape[1:])
 
 
-class ConcatStore:
+class ConcatStore(StoreReader):
     """``RolloutStore`` members read as one store (same env, image size and action space).
 
-    Has what M's datasets and the fidelity figures read: ``num_frames``, ``num_episodes``,
-    ``episode_starts``/``episode_ends``/``episode_lengths``, ``action_space``, ``get`` and
-    the per-array readers.
+    Has what M's datasets and the fidelity figures read: ``num_frames``,
+    ``episode_starts``/``episode_ends``, ``action_space``, ``get``, and what
+    ``StoreReader`` derives from them (episode lengths, the per-array readers).
     """
 
     def __init__(self, stores: Sequence):
@@ -75,21 +77,6 @@ class ConcatStore:
     def num_frames(self) -> int:
         return int(self.offsets[-1])
 
-    @property
-    def num_episodes(self) -> int:
-        return len(self.episode_starts)
-
-    def __len__(self) -> int:
-        return self.num_frames
-
-    @property
-    def episode_lengths(self) -> np.ndarray:
-        return self.episode_ends - self.episode_starts
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return self.stores[0].image_shape
-
     def episodes_of(self, member: int) -> np.ndarray:
         """The (global) episode numbers of member ``member``."""
         return np.arange(self.episode_offsets[member], self.episode_offsets[member + 1])
@@ -98,21 +85,6 @@ class ConcatStore:
         if isinstance(idx, slice):
             idx = np.arange(*idx.indices(self.num_frames))
         return _gather(self.stores, self.offsets, idx, lambda s, i: s.get(key, i))
-
-    def frames(self, idx) -> np.ndarray:
-        return self.get("frames", idx)
-
-    def actions(self, idx) -> np.ndarray:
-        return self.get("actions", idx)
-
-    def rewards(self, idx) -> np.ndarray:
-        return self.get("rewards", idx)
-
-    def terminated(self, idx) -> np.ndarray:
-        return self.get("terminated", idx)
-
-    def truncated(self, idx) -> np.ndarray:
-        return self.get("truncated", idx)
 
 
 class _Rows:
@@ -158,10 +130,4 @@ class ConcatLatents:
         self.mean, self.std = first.mean, first.std
         self.frames = int(self.offsets[-1])
 
-    def sample(self, idx, generator: np.random.Generator) -> np.ndarray:
-        """As ``LatentSet.sample`` (one noise draw over all of ``idx``)."""
-        z = np.asarray(self.z[idx], dtype=np.float32)
-        if self.sigma is None:
-            return z
-        eps = generator.standard_normal(z.shape, dtype=np.float32)
-        return z + np.asarray(self.sigma[idx], dtype=np.float32) * eps
+    sample = LatentSet.sample  # reads only ``z`` and ``sigma``, which this class has too

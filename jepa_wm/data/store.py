@@ -220,7 +220,49 @@ class RolloutWriter:
 
 # ---------------------------------------------------------------- reading
 
-class RolloutStore:
+class StoreReader:
+    """What every frame-indexed store view derives from its ``get``, ``num_frames``,
+    ``episode_starts``/``episode_ends`` and ``observation_space`` (``RolloutStore``, and
+    ``jepa_wm.data.concat.ConcatStore`` reading several as one)."""
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.episode_starts)
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    @property
+    def episode_lengths(self) -> np.ndarray:
+        """``(E,)`` int64 frames per episode."""
+        return self.episode_ends - self.episode_starts
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.observation_space.shape)
+
+    def episode_of(self, idx: np.ndarray | int) -> np.ndarray:
+        """Episode number of global frame indices."""
+        return np.searchsorted(self.episode_starts, idx, side="right") - 1
+
+    def frames(self, idx) -> np.ndarray:
+        """uint8 ``(len(idx), 3, H, W)``."""
+        return self.get("frames", idx)
+
+    def actions(self, idx) -> np.ndarray:
+        return self.get("actions", idx)
+
+    def rewards(self, idx) -> np.ndarray:
+        return self.get("rewards", idx)
+
+    def terminated(self, idx) -> np.ndarray:
+        return self.get("terminated", idx)
+
+    def truncated(self, idx) -> np.ndarray:
+        return self.get("truncated", idx)
+
+
+class RolloutStore(StoreReader):
     """Read access to a store through memory maps; frames are indexed globally 0..N-1 in
     episode order.
 
@@ -337,26 +379,6 @@ class RolloutStore:
     def num_frames(self) -> int:
         return int(self.shard_offsets[-1])
 
-    @property
-    def num_episodes(self) -> int:
-        return len(self.episode_starts)
-
-    def __len__(self) -> int:
-        return self.num_frames
-
-    @property
-    def episode_lengths(self) -> np.ndarray:
-        """``(E,)`` int64 frames per episode."""
-        return self.episode_ends - self.episode_starts
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.observation_space.shape)
-
-    def episode_of(self, idx: np.ndarray | int) -> np.ndarray:
-        """Episode number of global frame indices."""
-        return np.searchsorted(self.episode_starts, idx, side="right") - 1
-
     # -- data
     def get(self, key: str, idx: Iterable[int] | np.ndarray | slice) -> np.ndarray:
         """Rows ``idx`` (global frame indices, any order, or a slice) of array ``key``
@@ -385,22 +407,6 @@ class RolloutStore:
             order = np.argsort(local, kind="stable")  # sorted reads are sequential on disk
             out[sel[order]] = self._open(int(s))[key][local[order]]
         return out.reshape(idx.shape + out.shape[1:])
-
-    def frames(self, idx) -> np.ndarray:
-        """uint8 ``(len(idx), 3, H, W)``."""
-        return self.get("frames", idx)
-
-    def actions(self, idx) -> np.ndarray:
-        return self.get("actions", idx)
-
-    def rewards(self, idx) -> np.ndarray:
-        return self.get("rewards", idx)
-
-    def terminated(self, idx) -> np.ndarray:
-        return self.get("terminated", idx)
-
-    def truncated(self, idx) -> np.ndarray:
-        return self.get("truncated", idx)
 
     def episode(self, e: int) -> dict[str, np.ndarray]:
         """All arrays of episode ``e`` (copies; one episode fits in RAM)."""

@@ -59,8 +59,8 @@ def main(cfg: Namespace) -> None:
     from jepa_wm.controller.evaluate import stage_wall_times
     from jepa_wm.data import RolloutStore
     from jepa_wm.io import UserError, claim, is_done, mark_done, write_json
-    from jepa_wm.iterate import Models, check_config, round_summary, run_round
-    from jepa_wm.memory import latents_store_path, memory_split
+    from jepa_wm.iterate import Models, check_config, memory_episodes, round_summary, run_round
+    from jepa_wm.memory import latents_store_path
     from jepa_wm.stages.fidelity import measure_memory, summary_line
     from jepa_wm.stages.train_controller import load_parts
 
@@ -80,10 +80,8 @@ def main(cfg: Namespace) -> None:
     if cfg.fidelity and not Path(cfg.fidelity).exists():
         raise UserError(f"{cfg.fidelity}: not found; run `jepa-wm fidelity` first, or leave "
                         "--fidelity out")
-    train_eps, val_eps = memory_split(store, cfg.memory_train, cfg.seed)
-    if ic.rounds and sorted(val_eps.tolist()) != sorted(memory.extra.get("val_episodes", [])):
-        raise UserError(f"{cfg.memory}: its held-out episodes are not this config's split "
-                        "(memory_train.val_fraction, max_frames or seed changed); retrain M")
+    train_eps, val_eps = memory_episodes(cfg, memory, cfg.memory, store) if ic.rounds \
+        else (None, None)
     claim(out, h, "iterate")
     prev = Models(memory, Path(cfg.memory), controller)
     stores, sets, times, rounds = [store], [latents], {}, []
