@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from argparse import Namespace
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ def load(run: Path, round_dir: Path | None):
 
 @torch.no_grad()
 def real_behaviour(cfg, vision, memory, controller, episodes: int) -> dict:
+    from jepa_wm.controller.real import observe
     from jepa_wm.envs import make_env, state_names
 
     env = make_env(cfg.env, image_size=cfg.image_size, frame_skip=cfg.frame_skip,
@@ -57,10 +59,7 @@ def real_behaviour(cfg, vision, memory, controller, episodes: int) -> dict:
         h = c = torch.zeros(1, H)
         steps = 0
         while True:
-            z, sigma = vision.encode_dist(torch.from_numpy(obs[None]))
-            if sigma is not None:
-                z = z + sigma * torch.randn(z.shape, generator=noise)
-            z = memory.standardise(z.float())
+            z = observe(vision, memory, obs[None], partial(torch.randn, generator=noise))
             x = torch.cat([z, h, c] if controller.include_cell else [z, h], -1)
             action, vec = pop(x, torch.zeros(1, dtype=torch.long))
             _, h, c = memory.net.step(z, vec, h, c)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from jepa_wm.controller import ControllerFile
+from jepa_wm.controller.real import observe
 from jepa_wm.data.collect import random_action
 from jepa_wm.envs.actions import ActionSpace
 
@@ -60,14 +61,14 @@ class ControllerPolicy:
         self.rngs[slot] = np.random.default_rng([self.seed, episode, _STREAM])
         self.h[slot], self.c[slot], self.left[slot] = 0.0, 0.0, 0
 
+    def _noise(self, shape: torch.Size) -> torch.Tensor:
+        """Each slot's z noise from its own episode stream."""
+        return torch.from_numpy(np.stack([rng.standard_normal(shape[1], dtype=np.float32)
+                                          for rng in self.rngs]))
+
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
-        z, sigma = self.vision.encode_dist(torch.from_numpy(np.asarray(obs)))
-        if sigma is not None:  # each slot's noise from its own episode stream
-            eps = np.stack([rng.standard_normal(z.shape[1], dtype=np.float32)
-                            for rng in self.rngs])
-            z = z + sigma * torch.from_numpy(eps)
-        z = self.memory.standardise(z.float())
+        z = observe(self.vision, self.memory, obs, self._noise)
         x = torch.cat([z, self.h] + ([self.c] if self.controller.include_cell else []), -1)
         env_action, _ = self.population(x, torch.zeros(len(x), dtype=torch.long))
         env_action = env_action.numpy().copy()

@@ -32,6 +32,17 @@ def make_real_envs(cfg, workers: int) -> gym.vector.VectorEnv:
                                    max_episode_steps=cfg.max_episode_steps), workers)
 
 
+def observe(vision, memory, obs, draw: Callable[[torch.Size], torch.Tensor]) -> torch.Tensor:
+    """Frames ``(N, H, W, C)`` uint8 -> the z C and M see: V's mean, plus ``sigma * draw(shape)``
+    when V has a posterior, standardised by M's latent mean/std. The one place the real loop
+    (evaluation, checks, iterative collection, ``benchmarks/behaviour.py``) turns a frame
+    into a latent, so all play C exactly as the dream was trained."""
+    z, sigma = vision.encode_dist(torch.from_numpy(np.asarray(obs)))
+    if sigma is not None:
+        z = z + sigma * draw(z.shape)
+    return memory.standardise(z.float())
+
+
 @torch.no_grad()
 def play_real(cfg, vision, memory, population: ControllerPopulation, owners: np.ndarray,
               seeds: np.ndarray, include_cell: bool = False, workers: int = 2,
@@ -53,10 +64,7 @@ def play_real(cfg, vision, memory, population: ControllerPopulation, owners: np.
         h, c = torch.zeros(W, H), torch.zeros(W, H)
         noise = torch.Generator().manual_seed(int(seeds[0]))
         while (job >= 0).any():
-            z, sigma = vision.encode_dist(torch.from_numpy(np.asarray(obs)))
-            if sigma is not None:
-                z = z + sigma * torch.randn(z.shape, generator=noise)
-            z = memory.standardise(z.float())
+            z = observe(vision, memory, obs, partial(torch.randn, generator=noise))
             x = torch.cat([z, h, c] if include_cell else [z, h], dim=-1)
             owner = torch.as_tensor(owners[np.maximum(job, 0)], dtype=torch.long)
             env_action, vec = population(x, owner)
