@@ -138,12 +138,16 @@ def budget(c: dict) -> str:
     done = cc["done"] + (f" > {cc.get('done_threshold')}" if cc["done"] == "threshold" else "")
     precision = "" if vt.get("precision", "32-true") == "32-true" else f", {vt['precision']}"
     mixture = ", one mixture per z" if m.get("shared_mixture") else ""
+    it = c.get("iterate") or {}
+    rounds = (f"; then {it['rounds']} round(s) of iterative training: {it['episodes']} eps of "
+              f"C (epsilon {it['epsilon']}), M +{it['memory_epochs']} ep, a new C"
+              if it.get("rounds") else "")
     return (f"{c['episodes']} eps; V z {v.get('latent_dim')}, {steps} x {vt['batch_size']}, "
             f"lr {v.get('lr')}{precision}; "
             f"M {m['hidden_size']}, seq {m['seq_len']}, {mt['max_epochs']} ep x "
             f"{mt['batch_size']}, pos_w {m.get('done_pos_weight')}{mixture}; "
             f"C {cc['generations']} "
-            f"gen, dreams {cc['max_steps']}, {done}, tau {cc['tau']}")
+            f"gen, dreams {cc['max_steps']}, {done}, tau {cc['tau']}{rounds}")
 
 
 def stage_walls(cell: Path) -> dict[str, float | None]:
@@ -174,7 +178,10 @@ def rung_rows(runs: Path) -> list[dict]:
                      "cmaes_s": sum(g.get("seconds", 0.0) for g in
                                     _read(cell / "controller" / "history.json") or []),
                      "recorded": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-                     "fidelity": _read(cell / "fidelity" / "fidelity.json") or {},
+                     # the fidelity of the M the evaluated C was trained in (the last
+                     # round's, when the run iterates), as evaluate recorded it
+                     "fidelity": (_read(cell / "eval" / "results.json") or {}).get("fidelity")
+                     or _read(cell / "fidelity" / "fidelity.json") or {},
                      "results": _read(cell / "eval" / "results.json") or {}})
         if rows[-1]["results"].get("real_scores"):
             rows[-1]["results"]["real_ci"] = list(bootstrap_ci(rows[-1]["results"]["real_scores"]))
