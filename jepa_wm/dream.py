@@ -32,6 +32,7 @@ from jepa_wm.nets.mdnrnn import check_tau, sample_gmm
 DONE_MODES = ("threshold", "sample")
 REWARD_MODES = ("head", "survival")
 START_MODES = ("episode", "random")
+PRECISIONS = {"32": torch.float32, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -81,14 +82,17 @@ class Dream:
             at ``starts + start_sigma * eps`` (None = at ``starts``).
         done_threshold: The hazard above which ``threshold`` ends a dream (0.5 as the
             paper; Ha's x10-weighted head at 0.5 is a hazard of 1/11).
+        precision: ``32`` (fp32) or ``bf16``: M's two matmuls per step in bf16 on cached
+            bf16 weights (state and sampling stay fp32; ``MDNRNN.step``).
     """
 
     def __init__(self, memory: MDNRNNModule, starts: torch.Tensor, tau: float = 1.0,
                  done: str = "threshold", reward: str = "head", max_steps: int = 2100,
                  compact: bool = True, start_sigma: torch.Tensor | None = None,
-                 done_threshold: float = 0.5):
+                 done_threshold: float = 0.5, precision: str = "32"):
         for name, value, accepted in (("done", done, DONE_MODES),
-                                      ("reward", reward, REWARD_MODES)):
+                                      ("reward", reward, REWARD_MODES),
+                                      ("precision", precision, tuple(PRECISIONS))):
             if value not in accepted:
                 raise UserError(f"dream {name}: {value!r}; accepted: {', '.join(accepted)}")
         if max_steps < 1:
@@ -112,6 +116,7 @@ class Dream:
         self.tau = check_tau(tau)
         self.done_mode, self.reward_mode = done, reward
         self.max_steps, self.compact = max_steps, compact
+        self.matmul_dtype = PRECISIONS[precision]
 
     @property
     def latent_dim(self) -> int:
@@ -151,7 +156,7 @@ class Dream:
         ``next_state`` holds only the unfinished rows when compacting.
         """
         a = self.action.vector(torch.as_tensor(action))
-        pred, h, c = self.net.step(state.z, a, state.h, state.c)
+        pred, h, c = self.net.step(state.z, a, state.h, state.c, self.matmul_dtype)
         D, n, g = self.latent_dim, state.n, state.generator
         # noise for all n dreams, then the live rows': the same draws with or without
         # compaction

@@ -88,7 +88,8 @@ def test_dream_env_passes_check_env():
 
 
 @pytest.mark.parametrize("kw, key", [({"done": "maybe"}, "done"), ({"reward": "x"}, "reward"),
-                                     ({"tau": 0.0}, "tau"), ({"max_steps": 0}, "max_steps")])
+                                     ({"tau": 0.0}, "tau"), ({"max_steps": 0}, "max_steps"),
+                                     ({"precision": "16"}, "precision")])
 def test_bad_dream_settings_are_user_errors(kw, key):
     with pytest.raises(UserError, match=key):
         make_dream(**kw)

@@ -97,6 +97,25 @@ def test_shapes_and_step_equals_forward(shared):
         torch.testing.assert_close((hs, cs), (h, c))
 
 
+def test_bf16_step_stays_close_to_fp32_and_follows_weight_changes():
+    """M's step with bf16 matmuls: fp32 state and outputs, within bf16 rounding of the fp32
+    step (8 bits of mantissa), and its cached bf16 weights follow an in-place update."""
+    torch.manual_seed(0)
+    net = MDNRNN(latent_dim=8, action_dim=3, hidden_size=32, num_mixtures=5).eval()
+    z, a = torch.randn(16, 8), torch.randn(16, 3)
+    h, c = 0.1 * torch.randn(16, 32), 0.1 * torch.randn(16, 32)
+    with torch.no_grad():
+        p32, h32, c32 = net.step(z, a, h, c)
+        p16, h16, c16 = net.step(z, a, h, c, torch.bfloat16)
+        assert h16.dtype == c16.dtype == p16.mu.dtype == torch.float32
+        torch.testing.assert_close((h16, c16), (h32, c32), atol=2e-2, rtol=0)
+        torch.testing.assert_close(p16.mu, p32.mu, atol=2e-2, rtol=0)
+        assert not torch.equal(p16.mu, p32.mu)  # the bf16 path really ran
+        net.head.bias.add_(1.0)
+        moved, _, _ = net.step(z, a, h, c, torch.bfloat16)
+        torch.testing.assert_close(moved.mu, p16.mu + 1.0, atol=2e-2, rtol=0)
+
+
 def test_module_losses_and_checkpoint_round_trip(tmp_path):
     module = MDNRNNModule(latent_dim=6, action=DISCRETE, hidden_size=16, num_mixtures=3)
     module.latent_mean.fill_(2.0)

@@ -91,33 +91,46 @@ class MDNRNN(nn.Module):
         out, (h, c) = self.lstm(torch.cat([z, a], dim=-1), state)
         return self.split_head(self.head(out)), (h[0], c[0])
 
-    def step(self, z: torch.Tensor, a: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    def step(self, z: torch.Tensor, a: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
+             matmul_dtype: torch.dtype = torch.float32
              ) -> tuple[MDNOutput, torch.Tensor, torch.Tensor]:
         """One step for a batch, written at LSTM-cell level (one fused matmul) for the dream.
 
         ``z`` ``(N, D)``, ``a`` ``(N, A)``, ``h``/``c`` ``(N, H)`` -> prediction (leading
         ``(N,)``), new ``h``, new ``c``. Same numbers as ``forward`` on a length-1 sequence.
+        ``matmul_dtype`` ``torch.bfloat16`` runs the two matmuls (cell and head) in bf16 on
+        cached bf16 weights; the state, the gates' nonlinearities and the outputs stay fp32.
         """
-        w, b = self._cell_weights()
-        gates = torch.addmm(b, torch.cat([z, a, h], dim=-1), w)
+        w, b, hw, hb = self._step_weights(matmul_dtype)
+        x = torch.cat([z, a, h], dim=-1)
+        if matmul_dtype == torch.float32:
+            gates = torch.addmm(b, x, w)
+        else:
+            gates = torch.addmm(b, x.to(matmul_dtype), w).float()
         i, f, g, o = gates.chunk(4, dim=-1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.tanh(c)
-        return self.split_head(self.head(h)), h, c
+        y = self.head(h) if hw is None else torch.addmm(hb, h.to(matmul_dtype), hw).float()
+        return self.split_head(y), h, c
 
-    def _cell_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[W_ih, W_hh]^T`` ``(D + A + H, 4H)`` and the summed bias, cached until the
+    def _step_weights(self, dtype: torch.dtype):
+        """``[W_ih, W_hh]^T`` ``(D + A + H, 4H)``, the summed bias and, for a dtype other than
+        fp32, the head's weight ``(H, out)`` and bias, all in ``dtype``; cached until the
         parameters change (their version counters move on every in-place update)."""
         params = (self.lstm.weight_ih_l0, self.lstm.weight_hh_l0, self.lstm.bias_ih_l0,
-                  self.lstm.bias_hh_l0)
+                  self.lstm.bias_hh_l0, self.head.weight, self.head.bias)
         if torch.is_grad_enabled():  # training through step(): build a fresh graph
-            return torch.cat([params[0], params[1]], dim=1).t(), params[2] + params[3]
-        key = tuple((p.data_ptr(), p._version) for p in params)
-        if getattr(self, "_cell_cache_key", None) != key:
-            w = torch.cat([params[0], params[1]], dim=1).t().contiguous()
-            self._cell_cache = (w, params[2] + params[3])
-            self._cell_cache_key = key
-        return self._cell_cache
+            return (torch.cat([params[0], params[1]], dim=1).t(), params[2] + params[3],
+                    None, None)
+        key = (dtype, *((p.data_ptr(), p._version) for p in params))
+        cache = self.__dict__.setdefault("_step_cache", {})
+        if cache.get(dtype, (None,))[0] != key:
+            w = torch.cat([params[0], params[1]], dim=1).t().contiguous().to(dtype)
+            b = (params[2] + params[3]).to(dtype)
+            head = (None, None) if dtype == torch.float32 else \
+                (params[4].t().contiguous().to(dtype), params[5].to(dtype))
+            cache[dtype] = (key, (w, b, *head))
+        return cache[dtype][1]
 
 
 def gmm_nll(z: torch.Tensor, logit_pi: torch.Tensor, mu: torch.Tensor,
