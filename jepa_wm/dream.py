@@ -161,9 +161,11 @@ class Dream:
         # noise for all n dreams, then the live rows': the same draws with or without
         # compaction
         shared = pred.logit_pi.dim() == 2
-        u_mix = torch.rand(n, 1 if shared else D, generator=g)[state.index]
-        eps = torch.randn(n, D, generator=g)[state.index]
-        u_done = torch.rand(n, generator=g)[state.index]
+        u_mix = torch.rand(n, 1 if shared else D, generator=g)
+        eps = torch.randn(n, D, generator=g)
+        u_done = torch.rand(n, generator=g)
+        if len(state.index) < n:  # rows were dropped (with every row there, index = arange)
+            u_mix, eps, u_done = u_mix[state.index], eps[state.index], u_done[state.index]
         z = sample_gmm(pred, self.tau, uniform=u_mix, normal=eps)
         p_done = self.memory.hazard(pred.done_logit)
         died = p_done > self.done_threshold if self.done_mode == "threshold" else u_done < p_done
@@ -172,7 +174,7 @@ class Dream:
         done = died | (t >= self.max_steps) | ~state.alive
         reward = torch.where(state.alive, reward, torch.zeros_like(reward))
         nxt = replace(state, z=z, h=h, c=c, alive=~done, t=t)
-        if self.compact:
+        if self.compact and bool(done.any()):  # nothing ended: the rows stay as they are
             keep = ~done
             nxt = replace(nxt, z=z[keep], h=h[keep], c=c[keep], index=state.index[keep],
                           alive=nxt.alive[keep])
