@@ -117,6 +117,10 @@ class ControllerConfig:
         real_check_every: Every this many generations the best C plays real episodes.
         real_check_episodes: Real episodes per check.
         workers: Real-env worker processes (``where: real`` and checks).
+        precision: The dream's arithmetic: ``32`` (fp32) or ``bf16`` (M's two matmuls per
+            step in bf16 on cached bf16 weights; state, gates and sampling stay fp32: 2x
+            faster at the paper's M size on a CPU with AMX, ``benchmarks/results/
+            dream_paper.md``). Used by CMA-ES, the evaluation dreams and the fidelity dreams.
     """
 
     where: Literal["dream", "real"] = "dream"
@@ -134,6 +138,7 @@ class ControllerConfig:
     real_check_every: int = 10
     real_check_episodes: int = 4
     workers: int = 2
+    precision: Literal["32", "bf16"] = "32"
 
 
 @dataclass
@@ -262,7 +267,8 @@ SPEED_ONLY = ("threads", "num_workers", "workers", "checkpoint_every")
 #: a stage's identity and the older folders stay valid. Any other value is part of it.
 NEUTRAL = {"rollout_discount": 1.0, "context_frames": 1, "predictor_dropout": 0.0,
            "vicreg_smooth": 0.0, "idm_weight": 0.0, "sigreg_weighting": "convex",
-           "task_weight": 0.0, "z_noise": 0.0, "max_flops": None, "max_time": None}
+           "task_weight": 0.0, "z_noise": 0.0, "max_flops": None, "max_time": None,
+           "precision": "32"}
 
 
 def _drop_neutral(value: Any) -> Any:

@@ -57,8 +57,8 @@ ENV_KEYS = ("env", "image_size", "frame_skip", "max_episode_steps")
 #: The dream the fidelity figures are measured in: C's temperature and death rule, the step
 #: limit, the number of dreams and the data policy played in them.
 DREAM_KEYS = ("controller_train.tau", "controller_train.done", "controller_train.done_threshold",
-              "controller_train.start", "max_episode_steps", "evaluate.fidelity_dreams",
-              "max_hold")
+              "controller_train.start", "controller_train.precision", "max_episode_steps",
+              "evaluate.fidelity_dreams", "max_hold")
 
 _STORE = ("collect", "")
 _V = ("train-vision", "final.ckpt")
@@ -119,11 +119,15 @@ COMMANDS = {"collect": STAGE["collect"].help, "inspect": TOOLS["inspect"],
 def identity(stage: str, cfg: Any, upstream: str = "") -> str:
     """The identity of ``stage``'s result: a hash of its ``keys`` in ``cfg`` (speed-only keys
     left out) chained to ``upstream``, the identities of its inputs."""
-    from jepa_wm.config import semantic_section
+    from jepa_wm.config import NEUTRAL, semantic_section
     from jepa_wm.io import hash_obj
 
-    return hash_obj({"stage": stage, "upstream": upstream,
-                     **{k: semantic_section(cfg[k]) for k in STAGE[stage].keys}})
+    values = {}
+    for k in STAGE[stage].keys:
+        value, name = semantic_section(cfg[k]), k.rsplit(".", 1)[-1]
+        if not ("." in k and name in NEUTRAL and value == NEUTRAL[name]):  # a single key
+            values[k] = value  # at its NEUTRAL value is left out, as within a section
+    return hash_obj({"stage": stage, "upstream": upstream, **values})
 
 
 def safe_name(text: str) -> str:

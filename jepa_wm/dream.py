@@ -116,7 +116,7 @@ class Dream:
         self.tau = check_tau(tau)
         self.done_mode, self.reward_mode = done, reward
         self.max_steps, self.compact = max_steps, compact
-        self.matmul_dtype = PRECISIONS[precision]
+        self.precision, self.matmul_dtype = precision, PRECISIONS[precision]
 
     @property
     def latent_dim(self) -> int:
@@ -242,7 +242,8 @@ class DreamEnv(gym.Env):
     def __init__(self, dream: Dream, include_cell: bool = False):
         self.dream = Dream(dream.memory, dream.starts, dream.tau, dream.done_mode,
                            dream.reward_mode, dream.max_steps, compact=False,
-                           start_sigma=dream.start_sigma, done_threshold=dream.done_threshold)
+                           start_sigma=dream.start_sigma, done_threshold=dream.done_threshold,
+                           precision=dream.precision)
         self.include_cell = include_cell
         size = dream.latent_dim + dream.hidden_size * (2 if include_cell else 1)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (size,), np.float32)

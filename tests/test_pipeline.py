@@ -122,3 +122,15 @@ def test_the_stage_table_matches_every_stage_parser():
         assert set(contract.STAGE[stage].upstream) <= set(contract.STAGE_ORDER[:i])
     assert list(contract.COMMANDS)[:len(contract.STAGE_ORDER) + 1] == [
         "collect", "inspect", *contract.STAGE_ORDER[1:]]
+
+
+def test_the_dream_precision_is_part_of_every_stage_that_dreams(tmp_path):
+    """``controller_train.precision`` changes the identity of the stages that run the dream
+    (fidelity, C, iterate, evaluate) and of none upstream; a value outside {32, bf16} is
+    refused naming the key."""
+    cfg, bf16 = resolve(tmp_path), resolve(tmp_path, **{"controller_train.precision": "bf16"})
+    changed = [s for s in contract.STAGE_ORDER
+               if contract.identity(s, cfg) != contract.identity(s, bf16)]
+    assert changed == ["fidelity", "train-controller", "iterate", "evaluate"]
+    with pytest.raises(UserError, match="precision"):
+        resolve(tmp_path, **{"controller_train.precision": "16"})

@@ -58,7 +58,7 @@ def make_dream(cc, memory, latents, store, tau: float | None = None) -> Dream:
     starts, sigma = dream_starts(latents, memory, cc.start, store)
     return Dream(memory, starts, tau=cc.tau if tau is None else tau, done=cc.done,
                  reward=cc.reward, max_steps=cc.max_steps, start_sigma=sigma,
-                 done_threshold=cc.done_threshold)
+                 done_threshold=cc.done_threshold, precision=cc.precision)
 
 
 def generation_seed(seed: int, generation: int, salt: int = 0) -> int:

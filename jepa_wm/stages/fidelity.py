@@ -25,7 +25,8 @@ def dream_settings(cfg: Namespace) -> dict:
     """The dream the figures are measured in: C's (τ, deaths) with the game's step limit."""
     cc = cfg.controller_train
     return {"tau": cc.tau, "done": cc.done, "done_threshold": cc.done_threshold,
-            "start": cc.start, "max_steps": cfg.max_episode_steps or 2100,
+            "start": cc.start, "precision": cc.precision,
+            "max_steps": cfg.max_episode_steps or 2100,
             "dreams": cfg.evaluate.fidelity_dreams, "max_hold": cfg.max_hold}
 
 
@@ -59,7 +60,7 @@ def measure_memory(cfg: Namespace, memory, latents, store, episodes,
     starts, sigma = dream_starts(latents, memory, settings["start"], store)
     dream = Dream(memory, starts, tau=settings["tau"], done=settings["done"],
                   reward="survival", max_steps=settings["max_steps"], start_sigma=sigma,
-                  done_threshold=settings["done_threshold"])
+                  done_threshold=settings["done_threshold"], precision=settings["precision"])
     with single_thread():
         figures = measure(memory, dream, latents, store, episodes, settings["max_hold"],
                           settings["dreams"], seed=cfg.seed)
