@@ -178,6 +178,7 @@ def rung_rows(runs: Path) -> list[dict]:
                      "cmaes_s": sum(g.get("seconds", 0.0) for g in
                                     _read(cell / "controller" / "history.json") or []),
                      "recorded": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+                     "machine": cpu_name(),
                      # the fidelity of the M the evaluated C was trained in (the last
                      # round's, when the run iterates), as evaluate recorded it
                      "fidelity": (_read(cell / "eval" / "results.json") or {}).get("fidelity")
@@ -195,6 +196,10 @@ def merged_rows(runs: Path, record: Path) -> list[dict]:
     the run folder's; the merged rows are written back."""
     rows = {(r["rung"], r["variant"], r["seed"]): r for r in _read(record) or []}
     for r in rung_rows(runs):
+        old = rows.get((r["rung"], r["variant"], r["seed"]))
+        if old and (old["results"], old["wall"]) == (r["results"], r["wall"]):
+            r["recorded"] = old.get("recorded")  # as made (a run folder lives on the
+            r["machine"] = old.get("machine") or r["machine"]  # machine that made it)
         rows[(r["rung"], r["variant"], r["seed"])] = r
     merged = [rows[k] for k in sorted(rows)]
     record.write_text(json.dumps(merged, indent=1, default=str) + "\n")
@@ -244,8 +249,8 @@ def write_results(runs: Path, out: Path, note: str) -> str:
              ("- baselines on seed 0's evaluation seeds: `benchmarks/results/baselines_seeds0.md` "
               "(each seed has its own 50 evaluation seeds)"),
              "", *seed_summary(rows), "## Budgets", "", "| rung | seed | budget | measured |", "|---|---:|---|---|"]
-    lines += [f"| {r['rung']} | {r['seed']} | {r['budget']} | {r.get('recorded', '—')} |"
-              for r in rows]
+    lines += [f"| {r['rung']} | {r['seed']} | {r['budget']} | {r.get('recorded', '—')}"
+              f"{', ' + r['machine'] if r.get('machine') else ''} |" for r in rows]
     lines += ["", "## Dream fidelity and scores", "",
               ("| rung | seed | Σ p(done)/ep | Brier | survival dream / game (ratio) | "
               "open-loop MSE @10 / copy | @50 / copy | C dream | C real ± std | real 95% CI |"),
@@ -277,7 +282,10 @@ def write_results(runs: Path, out: Path, note: str) -> str:
               ("A stage shared from an earlier rung counts what it cost there. The rungs "
               "measured in session 3 (c100, m512, m_faithful, thr30, vlr) ran side by side on "
               "the 2 cores, so their stages are slower than on an idle machine; later rungs ran "
-              "one at a time. A stage killed and resumed counts its last call only; the CMA-ES "
+              "one at a time. The machine changed between sessions (the budgets table names it "
+              "where it was recorded): on the Intel Xeon with AMX of 2026-12-03 from 12:00 "
+              "every stage ran 2-6x faster than on the AMD EPYC of the runs before it. "
+              "A stage killed and resumed counts its last call only; the CMA-ES "
               "column sums the generations' own times from history.json (real checks "
               "excluded), whatever the calls."), "",
               "| rung | seed | " + " | ".join(STAGES) + " | CMA-ES generations s | total min |",
