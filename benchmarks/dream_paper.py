@@ -11,6 +11,7 @@ interleaved with the baseline, in fp32 and with M's two matmuls in bf16
 (a linear map of ``[z, h]``) acts every step, as in CMA-ES.
 
     python benchmarks/dream_paper.py [--steps 200] [--repeats 3] [--threads 2] [--generation]
+    python benchmarks/dream_paper.py --profile bf16    # where a step's time goes
 
 Prints ms per step for each and the ratio baseline / ours; ``--generation`` also times one
 whole generation (1,024 dreams x 2,100 steps) for each of ours. Writes
@@ -114,9 +115,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--generation", action="store_true",
                         help="Also time one whole generation (2,100 steps) of ours.")
+    parser.add_argument("--profile", choices=["32", "bf16"],
+                        help="Only print torch.profiler's table of ours at this precision "
+                             "(the --steps steps; nothing written).")
     parser.add_argument("--out", type=Path, default=RESULTS / "dream_paper.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        memory, pop = immortal_memory(), controller()
+        time_ours(memory, args.profile, 20, pop)  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            ms = time_ours(memory, args.profile, args.steps, pop)
+        print(f"ours {args.profile}: {ms:.2f} ms per step under the profiler")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+        return
     load_start = loadavg()
     memory, pop = immortal_memory(), controller()
     times: dict[str, list[float]] = {"plain": [], "ours fp32": [], "ours bf16": []}
