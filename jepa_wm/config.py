@@ -173,12 +173,17 @@ class IterateConfig:
             ``max_hold`` steps, as the data policy) instead of C's.
         memory_epochs: Epochs M trains further per round, from the last round's weights,
             over the run's training episodes plus every round's new ones.
+        memory_lr: Adam's learning rate for that further training (None = M's own
+            ``lr``). Adam restarts each round: at M's full rate (1e-3) one round took the
+            death sum on held-out random play from 1.18 to 1.91 per episode, at 1e-4 it
+            stayed 1.18 (``docs/RESULTS.md``, session 10).
     """
 
     rounds: int = 0
     episodes: int = 300
     epsilon: float = 0.05
     memory_epochs: int = 10
+    memory_lr: float | None = None
 
 
 @dataclass
@@ -268,7 +273,7 @@ SPEED_ONLY = ("threads", "num_workers", "workers", "checkpoint_every")
 NEUTRAL = {"rollout_discount": 1.0, "context_frames": 1, "predictor_dropout": 0.0,
            "vicreg_smooth": 0.0, "idm_weight": 0.0, "sigreg_weighting": "convex",
            "task_weight": 0.0, "z_noise": 0.0, "max_flops": None, "max_time": None,
-           "precision": "32"}
+           "precision": "32", "memory_lr": None}
 
 
 def _drop_neutral(value: Any) -> Any:

@@ -15,8 +15,9 @@ Each round ``k`` (folder ``round-k/`` of the stage):
    has it;
 2. ``latents/``: those frames encoded with the run's V;
 3. ``memory/``: M trained further from round k-1's weights for ``iterate.memory_epochs``
-   epochs over the run's training episodes plus every round's new ones; the run's held-out
-   episodes stay held out (the fidelity figures stay comparable across rounds);
+   epochs (a fresh Adam at ``iterate.memory_lr``, by default M's own rate) over the run's
+   training episodes plus every round's new ones; the run's held-out episodes stay held
+   out (the fidelity figures stay comparable across rounds);
 4. ``controller/``: C trained from scratch in the new M's dream, ``controller_train`` as
    in the run (its real checks included).
 
@@ -51,6 +52,9 @@ def check_config(ic) -> None:
         raise UserError(f"iterate.epsilon: {ic.epsilon}; accepted: 0 to 1")
     if ic.memory_epochs < 1:
         raise UserError(f"iterate.memory_epochs: {ic.memory_epochs}; accepted: >= 1")
+    if ic.memory_lr is not None and not ic.memory_lr > 0:
+        raise UserError(f"iterate.memory_lr: {ic.memory_lr}; accepted: null (M's own lr) or "
+                        "a number > 0")
 
 
 def round_seed(seed: int, k: int) -> int:
@@ -71,6 +75,17 @@ def memory_episodes(cfg, memory, memory_path, store) -> tuple[np.ndarray, np.nda
         raise UserError(f"{memory_path}: its held-out episodes are not this config's split "
                         "(memory_train.val_fraction, max_frames or seed changed); retrain M")
     return train, val
+
+
+def round_memory(path: Path, ic):
+    """Round k-1's M from ``path``, to be trained further with a fresh Adam at
+    ``iterate.memory_lr`` (None: M's own ``lr``)."""
+    from jepa_wm.memory import load_memory
+
+    module = load_memory(path).train()
+    if ic.memory_lr is not None:
+        module.hparams.lr = ic.memory_lr
+    return module
 
 
 @dataclass
@@ -126,7 +141,7 @@ def run_round(cfg, k: int, vision, vision_ckpt: Path, prev: Models, stores: list
     if not is_done(mem_dir, STEP_DONE):
         mcfg = copy.deepcopy(cfg)
         mcfg.memory_train.max_epochs, mcfg.memory_train.max_steps = ic.memory_epochs, -1
-        module = load_memory(prev.memory_path).train()
+        module = round_memory(prev.memory_path, ic)
         timed("train-memory", fit_memory, mcfg, module, store, latents,
               np.concatenate([train_eps, new]), val_eps, mem_dir, STEP_DONE)
         mark_done(mem_dir, STEP_DONE)

@@ -111,3 +111,20 @@ def test_concat_refuses_latents_of_another_v(doom_store, tmp_path):
                   meta={"vision_sha256": "another", "store": str(a.root)})
     with pytest.raises(UserError, match="another V"):
         ConcatLatents([za, LatentSet(tmp_path / "zb")])
+
+
+def test_a_round_trains_m_further_at_iterate_memory_lr(tmp_path):
+    """Adam restarts every round: at ``iterate.memory_lr`` when set, else at M's own rate;
+    a rate that is not > 0 is refused naming the key."""
+    from jepa_wm.config import IterateConfig
+    from jepa_wm.iterate import check_config, round_memory
+    from jepa_wm.memory import save_memory
+
+    _, memory, _ = parts()
+    save_memory(memory, tmp_path / "m.ckpt")
+    for memory_lr, lr in ((None, memory.hparams.lr), (1e-4, 1e-4)):
+        module = round_memory(tmp_path / "m.ckpt", IterateConfig(memory_lr=memory_lr))
+        assert module.training
+        assert module.configure_optimizers().param_groups[0]["lr"] == lr
+    with pytest.raises(UserError, match=r"iterate\.memory_lr: 0\.0; accepted"):
+        check_config(IterateConfig(rounds=1, memory_lr=0.0))

@@ -124,13 +124,21 @@ def test_the_stage_table_matches_every_stage_parser():
         "collect", "inspect", *contract.STAGE_ORDER[1:]]
 
 
-def test_the_dream_precision_is_part_of_every_stage_that_dreams(tmp_path):
-    """``controller_train.precision`` changes the identity of the stages that run the dream
-    (fidelity, C, iterate, evaluate) and of none upstream; a value outside {32, bf16} is
-    refused naming the key."""
-    cfg, bf16 = resolve(tmp_path), resolve(tmp_path, **{"controller_train.precision": "bf16"})
+@pytest.mark.parametrize("key, value, stages", [
+    ("controller_train.precision", "bf16", ["fidelity", "train-controller", "iterate",
+                                            "evaluate"]),
+    ("iterate.memory_lr", 1e-4, ["iterate"]),
+])
+def test_a_later_option_is_part_of_the_stages_it_changes_only(tmp_path, key, value, stages):
+    """An option added after run folders existed (the dream's precision, the rounds' M
+    rate) changes the own identity of the stages that read it, and of none upstream (the
+    stages downstream follow through their inputs' identities: test_stage_contract.py)."""
+    cfg, changed_cfg = resolve(tmp_path), resolve(tmp_path, **{key: value})
     changed = [s for s in contract.STAGE_ORDER
-               if contract.identity(s, cfg) != contract.identity(s, bf16)]
-    assert changed == ["fidelity", "train-controller", "iterate", "evaluate"]
+               if contract.identity(s, cfg) != contract.identity(s, changed_cfg)]
+    assert changed == stages
+
+
+def test_a_dream_precision_other_than_32_or_bf16_is_refused_naming_the_key(tmp_path):
     with pytest.raises(UserError, match="precision"):
         resolve(tmp_path, **{"controller_train.precision": "16"})
