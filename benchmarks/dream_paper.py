@@ -64,19 +64,23 @@ class PlainStep(nn.Module):
         return z, h, c, done
 
 
-def immortal_memory() -> MDNRNNModule:
+def immortal_memory(d: int = D, h: int = H, shared: bool = False) -> MDNRNNModule:
+    """An untrained M (z ``d``, LSTM ``h``) whose done head never fires: every dream lives."""
     torch.manual_seed(0)
-    m = MDNRNNModule(latent_dim=D, action=ACTION, hidden_size=H, num_mixtures=K)
+    m = MDNRNNModule(latent_dim=d, action=ACTION, hidden_size=h, num_mixtures=K,
+                     shared_mixture=shared)
     with torch.no_grad():
         m.net.head.weight[-1].zero_()
         m.net.head.bias[-1] = -1e4
     return m.eval()
 
 
-def controller():
-    dim = controller_input_dim(D, H, False)
+def controller(d: int = D, h: int = H, candidates: int = 64):
+    """A random CMA-ES population of C's acting on ``[z, h]``."""
+    dim = controller_input_dim(d, h, False)
     torch.manual_seed(1)
-    return ControllerPopulation(0.1 * torch.randn(64, num_params(dim, ACTION)), dim, ACTION)
+    return ControllerPopulation(0.1 * torch.randn(candidates, num_params(dim, ACTION)), dim,
+                                ACTION)
 
 
 def time_plain(steps: int, pop) -> float:
@@ -94,12 +98,13 @@ def time_plain(steps: int, pop) -> float:
 
 
 @torch.no_grad()
-def time_ours(memory, precision: str, steps: int, pop) -> float:
-    """ms per step of ``Dream.step`` with C in the loop (every dream alive)."""
-    dream = Dream(memory, torch.randn(100, D), tau=TAU, done="sample", reward="survival",
-                  max_steps=10 ** 6, precision=precision)
-    state = dream.reset(N, torch.Generator().manual_seed(0))
-    owner = torch.arange(N) // 16
+def time_ours(memory, precision: str, steps: int, pop, n: int = N) -> float:
+    """ms per step of ``Dream.step`` over ``n`` dreams (16 per candidate of ``pop``) with C
+    in the loop (every dream alive)."""
+    dream = Dream(memory, torch.randn(100, memory.latent_dim), tau=TAU, done="sample",
+                  reward="survival", max_steps=10 ** 6, precision=precision)
+    state = dream.reset(n, torch.Generator().manual_seed(0))
+    owner = torch.arange(n) // 16
     for i in range(steps + 5):
         if i == 5:
             start = time.perf_counter()

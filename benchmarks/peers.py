@@ -233,9 +233,7 @@ def memory_rows(peer, store, npz: Path, args) -> dict[str, list[float]]:
 
     action = ActionSpace(gym.spaces.Discrete(ASIZE)).to_dict()
     n = args.steps + args.warmup
-    shapes = {(16, 32): None, (16, 500): None}
-    for shape in shapes:
-        shapes[shape] = synthetic_sequences(*shape, n)
+    shapes = {shape: synthetic_sequences(*shape, n) for shape in ((16, 32), (16, 500))}
     their_t = transforms.Lambda(lambda x: np.transpose(x, (0, 3, 1, 2)) / 255)
     seq_ds = their_dataset(loaders.RolloutSequenceDataset, npz, 32, their_t, buffer_size=30)
     seq_loader = torch.utils.data.DataLoader(seq_ds, batch_size=16, shuffle=True,
@@ -325,32 +323,13 @@ def estool_rate(D: int, H: int, workers: int, rollouts: int, steps: int) -> floa
         return total / (time.perf_counter() - start)
 
 
-@torch.no_grad()
 def batched_rate(D: int, H: int, n: int, steps: int) -> float:
-    """Dream steps/s of ``Dream.step`` over ``n`` dreams at once, C in the loop."""
-    from jepa_wm.dream import Dream
-    from jepa_wm.envs import ActionSpace
-    from jepa_wm.memory import MDNRNNModule
-    from jepa_wm.nets.controller import ControllerPopulation, controller_input_dim, num_params
+    """Dream steps/s of ``Dream.step`` over ``n`` dreams at once, C in the loop (the step
+    ``benchmarks/dream_paper.py`` times, at these sizes)."""
+    from dream_paper import controller, immortal_memory, time_ours
 
-    action = ActionSpace(gym.spaces.Discrete(ASIZE)).to_dict()
-    torch.manual_seed(0)
-    memory = MDNRNNModule(latent_dim=D, action=action, hidden_size=H, num_mixtures=K,
-                          shared_mixture=True).eval()
-    memory.net.head.bias[-1] = -1e4  # every dream alive: the same work each step
-    dim = controller_input_dim(D, H, False)
-    pop = ControllerPopulation(0.1 * torch.randn(n // 16, num_params(dim, action)), dim,
-                               action)
-    dream = Dream(memory, torch.randn(100, D), tau=1.15, done="sample", reward="survival",
-                  max_steps=10 ** 6)
-    state = dream.reset(n, torch.Generator().manual_seed(0))
-    owner = torch.arange(n) // 16
-    for i in range(steps + 5):
-        if i == 5:
-            start = time.perf_counter()
-        _, a = pop(state.controller_input(), owner[state.index])
-        state, *_ = dream.step(state, a)
-    return n * steps / (time.perf_counter() - start)
+    ms = time_ours(immortal_memory(D, H, shared=True), "32", steps, controller(D, H, n // 16), n)
+    return n / ms * 1e3
 
 
 def cmaes_rows(args) -> dict[str, list[float]]:
