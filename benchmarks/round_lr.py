@@ -7,7 +7,7 @@ fidelity on the run's held-out episodes (issue 11).
 The run must have finished its ``iterate`` stage with at least one round (its round-1 data
 and latents are reused as they are). Each rate trains M from the run's round-0 M for
 ``iterate.memory_epochs`` epochs on the run's training episodes plus round 1's, exactly as
-the stage does (``jepa_wm.iterate.round_memory`` + ``fit_memory``), into
+the stage does (``jepa_wm.iterate.fit_round_memory``), into
 ``<cell>/round_lr/lr<rate>`` (a finished rate is reused), then ``measure_memory`` as the
 fidelity stage. The row of the run's own round-1 M is read from its ``iterate/fidelity.json``.
 Writes ``benchmarks/results/round_lr.md``.
@@ -38,8 +38,8 @@ def retrain(cell: Path, lr: float) -> dict:
     from jepa_wm.data import RolloutStore
     from jepa_wm.data.concat import ConcatLatents, ConcatStore
     from jepa_wm.io import is_done, mark_done, read_json, write_json
-    from jepa_wm.iterate import memory_episodes, round_memory
-    from jepa_wm.memory import fit_memory, load_latents, load_memory
+    from jepa_wm.iterate import fit_round_memory, memory_episodes
+    from jepa_wm.memory import load_latents, load_memory
     from jepa_wm.stages.fidelity import measure_memory
     from jepa_wm.stages.train_controller import load_parts
 
@@ -56,12 +56,10 @@ def retrain(cell: Path, lr: float) -> dict:
     stores, sets = [store, RolloutStore(rd / "data")], [latents, load_latents(rd / "latents")]
     cstore, clat = ConcatStore(stores), ConcatLatents(sets)
     new = np.concatenate([cstore.episodes_of(i) for i in range(1, len(stores))])
-    mcfg = copy.deepcopy(scfg)
-    mcfg.memory_train.max_epochs, mcfg.memory_train.max_steps = scfg.iterate.memory_epochs, -1
-    ic = copy.deepcopy(scfg.iterate)
-    ic.memory_lr = lr
-    fit_memory(mcfg, round_memory(Path(scfg.memory), ic), cstore, clat,
-               np.concatenate([train_eps, new]), val_eps, out, "round-lr-m")
+    rcfg = copy.deepcopy(scfg)
+    rcfg.iterate.memory_lr = lr
+    fit_round_memory(rcfg, Path(scfg.memory), cstore, clat, np.concatenate([train_eps, new]),
+                     val_eps, out, "round-lr-m")
     figures = measure_memory(scfg, load_memory(out / "final.ckpt"), latents, store, val_eps,
                              out / "metrics.json")
     write_json(out / "fidelity.json", figures)
@@ -82,9 +80,11 @@ def main() -> None:
     load = loadavg()
     rows = {"round 0 (train-memory)": json.loads((cell / "fidelity" / "fidelity.json")
                                                 .read_text())}
+    from jepa_wm.memory import load_memory
+
     own = yaml.safe_load((cell / "config.yaml").read_text())
     own_lr = (own.get("iterate") or {}).get("memory_lr") or \
-        own["memory_model"]["init_args"].get("lr", 1e-3)
+        load_memory(cell / "memory" / "final.ckpt").hparams.lr  # M's own rate
     rows[f"round 1, lr {own_lr:g} (the run's)"] = json.loads(
         (cell / "iterate" / "fidelity.json").read_text())
     for lr in args.lrs:

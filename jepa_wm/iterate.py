@@ -88,6 +88,18 @@ def round_memory(path: Path, ic):
     return module
 
 
+def fit_round_memory(cfg, memory_path: Path, store, latents, episodes: np.ndarray,
+                     val_eps: np.ndarray, out: Path, done_hash: str) -> None:
+    """Step 3 of a round: the M at ``memory_path`` trained ``iterate.memory_epochs`` more
+    epochs on ``episodes`` of ``store``/``latents`` (at ``iterate.memory_lr``) into ``out``."""
+    from jepa_wm.memory import fit_memory
+
+    mcfg = copy.deepcopy(cfg)
+    mcfg.memory_train.max_epochs, mcfg.memory_train.max_steps = cfg.iterate.memory_epochs, -1
+    fit_memory(mcfg, round_memory(memory_path, cfg.iterate), store, latents, episodes,
+               val_eps, out, done_hash)
+
+
 @dataclass
 class Models:
     """What one round hands the next: M (and its checkpoint) and C."""
@@ -111,7 +123,7 @@ def run_round(cfg, k: int, vision, vision_ckpt: Path, prev: Models, stores: list
     from jepa_wm.data.collect import collect
     from jepa_wm.data.concat import ConcatLatents, ConcatStore
     from jepa_wm.io import is_done, mark_done
-    from jepa_wm.memory import fit_memory, load_latents, load_memory
+    from jepa_wm.memory import load_latents, load_memory
     from jepa_wm.stages.train_controller import real_player
     from jepa_wm.vision.encode import encode_store
 
@@ -139,10 +151,7 @@ def run_round(cfg, k: int, vision, vision_ckpt: Path, prev: Models, stores: list
     new = np.concatenate([store.episodes_of(i) for i in range(1, len(stores))])
     mem_dir = folder / "memory"
     if not is_done(mem_dir, STEP_DONE):
-        mcfg = copy.deepcopy(cfg)
-        mcfg.memory_train.max_epochs, mcfg.memory_train.max_steps = ic.memory_epochs, -1
-        module = round_memory(prev.memory_path, ic)
-        timed("train-memory", fit_memory, mcfg, module, store, latents,
+        timed("train-memory", fit_round_memory, cfg, prev.memory_path, store, latents,
               np.concatenate([train_eps, new]), val_eps, mem_dir, STEP_DONE)
         mark_done(mem_dir, STEP_DONE)
     memory = load_memory(mem_dir / "final.ckpt")
