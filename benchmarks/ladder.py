@@ -7,11 +7,11 @@ a controller trained only in it win the real game?
 Each rung is a small delta file layered last over ``configs/experiments/doom_fast.yaml``
 and the variant (the VAE by default) that names its own ``experiment`` (``ladder_<rung>``), and
 runs through the real CLI, ``jepa-wm run``, into its own folder ``RUNS/<experiment>``, so
-no rung can return another's result. A rung whose data (or
-V, or M) is the same as an earlier rung's is given that rung's rollout store (and V, latents)
-(and M) as symlinks: their bytes are the same by construction (seeded), and their
-recorded wall times are the ones they cost when made. ``--until fidelity`` stops before CMA-ES: the
-fidelity figures are the cheap signal.
+no rung can return another's result. A rung whose data (or V, or M, or C) is the same as an
+earlier rung's is given that rung's rollout store (and V, latents) (and M) (and round 0's C:
+rungs that differ only in ``iterate``) as symlinks: their bytes are the same by construction
+(seeded), and their recorded wall times are the ones they cost when made. ``--until
+fidelity`` stops before CMA-ES: the fidelity figures are the cheap signal.
 
 Writes ``benchmarks/results/transfer_ladder.md``: per rung the budget, the wall time per
 stage, the fidelity figures, and the dream and real scores, beside the baselines.
@@ -31,6 +31,7 @@ from pathlib import Path
 
 import yaml
 from common import cpu_name, loadavg  # benchmarks/common.py (scripts run from their folder)
+from jsonargparse import Namespace
 
 from jepa_wm.config import data_hash
 from jepa_wm.contract import STAGE, run_paths
@@ -53,8 +54,9 @@ def rung_config(rung: Path, variant: Path, seed: int, runs: Path):
 
 #: What each shareable stage's folders depend on, as config sections on top of the data
 #: (the rollout store is shared when the data hash alone is equal).
-SHARED = (("vision_model", "vision_train"), ("memory_model", "memory_train"))
-SHARED_DIRS = (("vision", "latents"), ("memory",))
+SHARED = (("vision_model", "vision_train"), ("memory_model", "memory_train"),
+          ("controller_train", "env", "image_size", "frame_skip", "max_episode_steps"))
+SHARED_DIRS = (("vision", "latents"), ("memory",), ("controller",))
 
 
 def stage_key(cfg, depth: int) -> str:
@@ -62,13 +64,14 @@ def stage_key(cfg, depth: int) -> str:
     from jepa_wm.config import to_dict
 
     keys = [k for group in SHARED[:depth] for k in group]
-    return json.dumps([data_hash(cfg), cfg.seed, *(to_dict(cfg[k]) for k in keys)],
+    values = (to_dict(cfg[k]) if isinstance(cfg[k], Namespace) else cfg[k] for k in keys)
+    return json.dumps([data_hash(cfg), cfg.seed, *values],
                       sort_keys=True, default=str)
 
 
 def share_upstream(cfg, out: Path, runs: Path) -> list[str]:
     """Symlink an earlier rung's store (same data hash), then V + latents (same V), then M
-    (same M too) into this rung's folder ``out`` where it has none of its own yet. Returns
+    (same M too), then C (same C too) into this rung's folder ``out`` where it has none of its own yet. Returns
     what was linked."""
     paths = run_paths(cfg, runs)
     linked = []
