@@ -4,8 +4,9 @@ real game, beside Ha & Schmidhuber's figures.
 
     python benchmarks/tau_table.py RUNS/<experiment>/<variant>/seed<k> [--taus ...]
 
-Runs ``jepa-wm evaluate`` (the real CLI) with ``--evaluate.taus`` on the run's own parts,
-into ``<cell>/eval_taus`` (resumable: each tau's CMA-ES is its own folder), with the run's
+Runs ``jepa-wm evaluate`` (the real CLI) with ``--evaluate.taus`` on the parts the run's
+own evaluate stage read (after ``iterate`` rounds, the last round's M and C), into
+``<cell>/eval_taus`` (resumable: each tau's CMA-ES is its own folder), with the run's
 resolved config; at the run's own tau it is the run's C. Writes
 ``benchmarks/results/tau_table.md``.
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 import yaml
 from common import cpu_name, loadavg, results_path
 
-from jepa_wm.contract import stage_folder
+from jepa_wm.contract import STAGE, stage_folder
 
 #: Ha & Schmidhuber 2018, DoomTakeCover, C trained in the dream: tau -> (dream, real).
 PAPER = {0.10: (2086, 193), 0.50: (2060, 196), 1.00: (1145, 868), 1.15: (918, 1092),
@@ -40,12 +41,12 @@ def main() -> int:
     args = parser.parse_args()
     cell = args.cell.resolve()
     out = stage_folder(cell, "evaluate").with_name("eval_taus")
+    # the parts evaluate itself reads (after an iterate stage: its last round's M and C)
+    parts = [arg for flag, (stage, name) in STAGE["evaluate"].reads.items()
+             if stage != "collect" and flag != "fidelity"
+             for arg in (f"--{flag}", str(stage_folder(cell, stage) / name))]
     cmd = [sys.executable, "-m", "jepa_wm.cli", "evaluate", "--config",
-           str(cell / "config.yaml"),
-           "--vision", str(stage_folder(cell, "train-vision") / "final.ckpt"),
-           "--memory", str(stage_folder(cell, "train-memory") / "final.ckpt"),
-           "--controller", str(stage_folder(cell, "train-controller") / "best.npz"),
-           "--latents", str(stage_folder(cell, "encode")), "--out", str(out),
+           str(cell / "config.yaml"), *parts, "--out", str(out),
            "--evaluate.taus", json.dumps(args.taus)]
     load_before, start = loadavg(), time.time()
     done = subprocess.run(cmd, env={**os.environ, "WANDB_MODE": "disabled"}, check=False)
@@ -64,7 +65,8 @@ def main() -> int:
     text = "\n".join([
         "# The temperature table: C trained in the dream at each tau (issue 11)", "",
         (f"- command: `python benchmarks/tau_table.py {args.cell}` (runs `{' '.join(cmd[2:5])} "
-        f"... --evaluate.taus {json.dumps(args.taus)}` on the run's own V, M and latents)"),
+        f"... --evaluate.taus {json.dumps(args.taus)}` on the V, M and latents the run's C "
+        "was evaluated with)"),
         (f"- written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {cpu_name()}, "
         f"{os.cpu_count()} CPUs; load {load_before} before, {loadavg()} after; "
         f"{minutes:.1f} min"),
