@@ -36,7 +36,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cell", type=Path,
                         help="A finished run: RUNS/<experiment>/<variant>/seed<k>.")
-    parser.add_argument("--taus", type=float, nargs="+", default=sorted(PAPER))
+    parser.add_argument("--taus", type=float, nargs="+", default=sorted(PAPER),
+                        help="Temperatures, trained in this order (the table is sorted): "
+                        "give the ones that matter first, as a stopped run resumes τ by τ.")
     parser.add_argument("--out", type=Path, default=None, help="Results file.")
     args = parser.parse_args()
     cell = args.cell.resolve()
@@ -58,7 +60,7 @@ def main() -> int:
     cc, ev = cfg["controller_train"], cfg["evaluate"]
     rows = ["| tau | dream (ours) | real (ours) ± std | paper: dream | paper: real |",
             "|---:|---:|---:|---:|---:|"]
-    for r in results["tau_table"]:
+    for r in sorted(results["tau_table"], key=lambda r: r["tau"]):
         paper = PAPER.get(round(r["tau"], 2), ("", ""))
         rows.append(f"| {r['tau']:.2f} | {r['dream_mean']:.0f} | {r['real_mean']:.1f} ± "
                     f"{r['real_std']:.1f} | {paper[0]} | {paper[1]} |")
