@@ -1,0 +1,67 @@
+"""benchmarks/ladder.py: a rung is given an earlier rung's finished parts only where its own
+config would make the same bytes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _ladder():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import ladder
+
+    return ladder
+
+
+def _finish_round_zero(ladder, rung: Path, runs: Path):
+    """Mark the store, V, latents, M and C of ``rung`` (seed 0) done, as a run leaves them."""
+    from jepa_wm.contract import run_paths
+    from jepa_wm.pipeline import save_config
+
+    cfg, _ = ladder.rung_config(rung, ladder.VAE, 0, runs)
+    paths = run_paths(cfg, runs)
+    for folder in (paths.store / "rollouts", *(paths.cell / d for d in
+                                               ("vision", "latents", "memory", "controller"))):
+        folder.mkdir(parents=True)
+        (folder / "DONE.json").write_text("{}")
+    save_config(cfg, paths)
+    return paths
+
+
+def _shared(ladder, rung: Path, runs: Path) -> dict[str, bool]:
+    from jepa_wm.contract import run_paths
+
+    cfg, out = ladder.rung_config(rung, ladder.VAE, 0, runs)
+    ladder.share_upstream(cfg, out, runs)
+    cell = run_paths(cfg, runs).cell
+    return {d: (cell / d).is_symlink() for d in ("vision", "latents", "memory", "controller")}
+
+
+def test_a_rung_that_differs_only_in_iterate_shares_round_zero_c(tmp_path):
+    ladder = _ladder()
+    runs = tmp_path / "runs"
+    made = _finish_round_zero(ladder, ROOT / "configs/ladder/m512_shared_it1.yaml", runs)
+    lr = ROOT / "configs/ladder/m512_shared_it1_lr.yaml"  # iterate.memory_lr only
+    assert _shared(ladder, lr, runs) == dict.fromkeys(("vision", "latents", "memory",
+                                                       "controller"), True)
+    cell = runs / "ladder_m512_shared_it1_lr" / "vae" / "seed0"
+    assert (cell / "controller").resolve() == (made.cell / "controller").resolve()
+
+
+def test_a_rung_with_another_c_search_shares_v_and_m_but_never_c(tmp_path):
+    ladder = _ladder()
+    runs = tmp_path / "runs"
+    base = ROOT / "configs/ladder/m512_shared_it1.yaml"
+    _finish_round_zero(ladder, base, runs)
+    values = yaml.safe_load(base.read_text())
+    values["experiment"] = "ladder_popsize32"
+    values["controller_train"]["popsize"] = 32
+    other = tmp_path / "popsize32.yaml"
+    other.write_text("# a rung with a smaller CMA-ES population\n" + yaml.safe_dump(values))
+    assert _shared(ladder, other, runs) == {"vision": True, "latents": True, "memory": True,
+                                            "controller": False}
