@@ -151,12 +151,16 @@ class EvaluateConfig:
         taus: Extra dream temperatures for the virtual-vs-actual table (empty = none).
         workers: Real-env worker processes.
         fidelity_dreams: Dreams of the data policy in the ``fidelity`` stage.
+        fidelity_hold_episodes: Real episodes per action of the hold-one-action policies
+            whose dream survival the ``fidelity`` stage sets against the game's
+            (``fidelity.hold_survival``; Discrete envs; 0 = none).
     """
 
     episodes: int = 100
     dream_episodes: int = 1024
     taus: list[float] = field(default_factory=list)
     fidelity_dreams: int = 1024
+    fidelity_hold_episodes: int = 16
     workers: int = 2
 
 

@@ -55,10 +55,10 @@ DATA_KEYS = ("env", "image_size", "frame_skip", "max_episode_steps", "episodes",
 #: The real env a controller plays.
 ENV_KEYS = ("env", "image_size", "frame_skip", "max_episode_steps")
 #: The dream the fidelity figures are measured in: C's temperature and death rule, the step
-#: limit, the number of dreams and the data policy played in them.
+#: limit, the number of dreams, the data policy played in them and the real hold episodes.
 DREAM_KEYS = ("controller_train.tau", "controller_train.done", "controller_train.done_threshold",
               "controller_train.start", "controller_train.precision", "max_episode_steps",
-              "evaluate.fidelity_dreams", "max_hold")
+              "evaluate.fidelity_dreams", "max_hold", "evaluate.fidelity_hold_episodes")
 
 _STORE = ("collect", "")
 _V = ("train-vision", "final.ckpt")

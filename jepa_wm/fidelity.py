@@ -7,6 +7,10 @@ never trained on (its validation split), before any CMA-ES is spent on it.
 - ``policy_survival``: the data's own policy (uniform random actions held 1..max_hold
   steps) played in the dream against its real episodes: the ratio of mean survivals is 1
   in a faithful dream.
+- ``hold_survival``: each action held for a whole episode ("always left") in the dream
+  against the same policy in the game. The controllers that fail run into a wall and stay
+  there, a state random data rarely holds for long: a dream that rates a hold safer than
+  the game (ratio > 1) is one CMA-ES can exploit.
 - ``open_loop_error``: M rolled forward on the real actions from a teacher-forced state,
   its predicted mean z against the real z at horizons 1, 10, 50, 200, beside copying the
   last real z.
@@ -17,6 +21,7 @@ posterior (what train-memory and the real game feed it).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -32,6 +37,9 @@ HORIZONS = (1, 10, 50, 200)
 BIN_EDGES = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
 #: Open-loop rollouts start every this many steps of a held-out episode.
 OPEN_LOOP_EVERY = 50
+#: Env seeds of the real hold-one-action episodes of run seed s: base + 10,000 s + i (apart
+#: from the evaluation's seeds, ``controller.evaluate.eval_seeds``).
+HOLD_SEED_BASE = 3_000_000
 
 
 def mixture_mean(pred: MDNOutput) -> torch.Tensor:
@@ -165,6 +173,60 @@ def policy_survival(dream: Dream, real_lengths: np.ndarray, max_hold: int, n: in
             "policy_dreams": int(n), "policy_real_episodes": len(real)}
 
 
+@functools.lru_cache(maxsize=8)
+def real_hold_lengths(env: str, image_size: int, frame_skip: int, max_episode_steps: int,
+                      episodes: int, seed: int) -> dict[int, np.ndarray]:
+    """Real episode lengths of each action of a Discrete env held for a whole episode,
+    ``episodes`` per action on the env seeds ``HOLD_SEED_BASE + 10,000 seed + i``; ``{}``
+    for other action spaces. One env in this process, closed before returning; the result
+    depends on nothing else, so it is kept (an iterate stage measures several M's)."""
+    import gymnasium as gym
+
+    from jepa_wm.envs import make_env
+
+    game = make_env(env, image_size=image_size, frame_skip=frame_skip,
+                    max_episode_steps=max_episode_steps)
+    try:
+        space = game.action_space
+        if not isinstance(space, gym.spaces.Discrete):
+            return {}
+        out = {}
+        for a in range(int(space.start), int(space.start + space.n)):
+            lengths = []
+            for i in range(episodes):
+                game.reset(seed=HOLD_SEED_BASE + 10_000 * seed + i)
+                steps, done = 0, False
+                while not done:
+                    _, _, terminated, truncated, _ = game.step(np.int64(a))
+                    steps, done = steps + 1, terminated or truncated
+                lengths.append(steps)
+            out[a] = np.asarray(lengths)
+        return out
+    finally:
+        game.close()
+
+
+def hold_survival(dream: Dream, real: dict[int, np.ndarray], n: int, seed: int) -> dict:
+    """Each action held for a whole episode in ``n`` dreams against ``real`` (action -> the
+    real lengths of the same policy, ``real_hold_lengths``): per action the dream and real
+    mean survival and their ratio, and the largest ratio (the hold the dream overrates most)."""
+    out = {"hold_survival_dream": {}, "hold_survival_real": {}, "hold_survival_ratio": {}}
+    for a, lengths in real.items():
+        generator = torch.Generator().manual_seed(seed)
+        dreamt = rollout(dream, lambda x, index, a=a: torch.full((len(index),), a), n,
+                         generator)["lengths"].numpy()
+        real_mean = float(np.minimum(lengths, dream.max_steps).mean())
+        out["hold_survival_dream"][str(a)] = float(dreamt.mean())
+        out["hold_survival_real"][str(a)] = real_mean
+        out["hold_survival_ratio"][str(a)] = float(dreamt.mean() / max(real_mean, 1e-9))
+    if real:
+        worst = max(out["hold_survival_ratio"], key=out["hold_survival_ratio"].get)
+        out.update(hold_survival_ratio_max=out["hold_survival_ratio"][worst],
+                   hold_survival_action_max=int(worst),
+                   hold_real_episodes=len(next(iter(real.values()))))
+    return out
+
+
 def open_loop_starts(batch: dict) -> torch.Tensor:
     """``(E, T)`` bool: the steps open-loop rollouts start from (every ``OPEN_LOOP_EVERY``
     steps of each episode that have a next step)."""
@@ -216,9 +278,11 @@ def open_loop_error(memory: MDNRNNModule, batch: dict, tf: dict | None = None,
 
 
 def measure(memory: MDNRNNModule, dream: Dream, latents, store, episodes: Sequence[int],
-            max_hold: int, dreams: int = 1024, seed: int = 0) -> dict:
+            max_hold: int, dreams: int = 1024, seed: int = 0,
+            hold_real: dict[int, np.ndarray] | None = None) -> dict:
     """Every fidelity figure of M on the held-out ``episodes``, one flat dict (plus the
-    ``reliability`` table)."""
+    ``reliability`` table and, given ``hold_real`` (``real_hold_lengths``), the per-action
+    hold survival)."""
     batch = episode_batch(memory, latents, store, episodes, seed)
     out = {"episodes": len(episodes), "tau": dream.tau, "done": dream.done_mode,
            "max_steps": dream.max_steps}
@@ -227,4 +291,6 @@ def measure(memory: MDNRNNModule, dream: Dream, latents, store, episodes: Sequen
     out.update(policy_survival(dream, store.episode_lengths[np.asarray(episodes)], max_hold,
                                dreams, seed))
     out.update(open_loop_error(memory, batch, tf))
+    if hold_real:
+        out.update(hold_survival(dream, hold_real, dreams, seed))
     return out

@@ -53,6 +53,23 @@ def test_constant_hazard_survives_one_over_p_in_the_dream(weight):
     assert out["policy_survival_dream_median"] == pytest.approx(math.log(2) / p, rel=0.1)
 
 
+def test_hold_survival_sets_each_held_action_against_its_real_episodes():
+    """A dream that kills at p per step whatever is held, against a game where holding
+    action 0 dies twice as fast and holding 2 twice as slow: the ratios are 2 and 0.5, and
+    the largest is action 0's."""
+    p = 0.02
+    dream = Dream(constant_hazard_memory(p), torch.zeros(3, 4), tau=1.15, done="sample",
+                  reward="survival", max_steps=2100)
+    real = {0: np.full(8, 0.5 / p), 1: np.full(8, 1 / p), 2: np.full(8, 2 / p)}
+    out = fidelity.hold_survival(dream, real, n=4000, seed=0)
+    assert out["hold_survival_real"] == {"0": 25.0, "1": 50.0, "2": 100.0}
+    for a, ratio in {"0": 2.0, "1": 1.0, "2": 0.5}.items():
+        assert out["hold_survival_dream"][a] == pytest.approx(1 / p, rel=0.05)
+        assert out["hold_survival_ratio"][a] == pytest.approx(ratio, rel=0.05)
+    assert out["hold_survival_action_max"] == 0 and out["hold_real_episodes"] == 8
+    assert out["hold_survival_ratio_max"] == out["hold_survival_ratio"]["0"]
+
+
 def test_held_random_policy_holds_each_action_one_to_max_hold_steps():
     box = {"type": "box", "low": [-1.0, 0.0], "high": [1.0, 2.0]}
     n, steps, max_hold = 64, 400, 10
@@ -120,11 +137,23 @@ def test_fidelity_stage_writes_the_figures_from_held_out_episodes(doom_store, tm
     args = [sys.executable, "-m", "jepa_wm.cli", "fidelity", "--config",
             "configs/experiments/smoke.yaml", "--memory", str(tmp_path / "m" / "final.ckpt"),
             "--latents", str(tmp_path / "z"), "--out", str(out),
-            "--controller_train.done", "sample", "--evaluate.fidelity_dreams", "256"]
+            "--controller_train.done", "sample", "--evaluate.fidelity_dreams", "256",
+            "--evaluate.fidelity_hold_episodes", "2"]
     run = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=600, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
     figures = json.loads((out / "fidelity.json").read_text())
+    # each of the 3 actions held for 2 real episodes (the same seeds as the library call)
+    # against the dream, where this M kills at 0.005 per step whatever is held
+    real_hold = fidelity.real_hold_lengths("VizdoomTakeCover-v1", 64, 1, 2100, 2, 0)
+    assert sorted(figures["hold_survival_real"]) == ["0", "1", "2"]
+    for a, lengths in real_hold.items():
+        assert figures["hold_survival_real"][str(a)] == pytest.approx(lengths.mean())
+        assert figures["hold_survival_dream"][str(a)] == pytest.approx(1 / 0.005, rel=0.2)
+        assert figures["hold_survival_ratio"][str(a)] == pytest.approx(
+            figures["hold_survival_dream"][str(a)] / lengths.mean())
+    assert figures["hold_survival_ratio_max"] == max(figures["hold_survival_ratio"].values())
+    assert figures["hold_real_episodes"] == 2 and "holding action" in run.stdout
     real = store.episode_lengths[[1, 3]]
     assert figures["policy_survival_real"] == pytest.approx(real.mean())
     assert figures["policy_survival_dream"] == pytest.approx(1 / 0.005, rel=0.15)

@@ -78,6 +78,8 @@ CHANGES = [
     ("evaluate.fidelity_dreams", "40", "fidelity",
      lambda c: read(c / "eval" / "results.json")["fidelity"] == read(
          c / "fidelity" / "fidelity.json")),
+    ("evaluate.fidelity_hold_episodes", "2", "fidelity",
+     lambda c: read(c / "fidelity" / "fidelity.json")["hold_real_episodes"] == 2),
     ("memory_train.max_steps", "30", "train-memory",
      lambda c: torch.load(c / "memory" / "last.ckpt", weights_only=True)["global_step"] == 30),
     ("iterate.rounds", "1", "iterate",

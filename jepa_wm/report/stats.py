@@ -19,7 +19,7 @@ from jepa_wm.report.runs import STAGES, SeedRun, pick, wall_times
 #: results.json ``fidelity`` figures shown per variant (mean over seeds).
 FIDELITY_KEYS = ("death_sum_per_episode", "brier", "policy_survival_dream",
                  "policy_survival_real", "policy_survival_ratio", "open_loop_mse_10",
-                 "copy_mse_10", "open_loop_mse_50", "copy_mse_50")
+                 "copy_mse_10", "open_loop_mse_50", "copy_mse_50", "hold_survival_ratio_max")
 CONFIDENCE = 0.95
 N_RESAMPLES = 10_000
 RANDOM_STATE = 0

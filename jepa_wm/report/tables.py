@@ -73,7 +73,10 @@ DIAG_COLUMNS = [("variant", "variant", 0), ("v_budget", "V budget", 0),
 FIDELITY_NOTE = ("Held-out episodes M never trained on: Σ p(done) per episode (a calibrated "
                  "head gives the observed deaths, ~1), the data policy's mean survival in the "
                  "dream and in the game (a faithful dream: ratio 1), open-loop latent MSE at "
-                 "10 and 50 steps against copying the last z (standardised units).")
+                 "10 and 50 steps against copying the last z (standardised units); the hold "
+                 "ratio: the largest dream/game survival ratio of holding one action for a "
+                 "whole episode (a dream that rates a hold safer than the game, > 1, is one "
+                 "a controller can exploit by running into a wall).")
 FIDELITY_COLUMNS = [("variant", "variant", 0),
                     ("fidelity_death_sum_per_episode", "Σ p(done)/episode", 2),
                     ("fidelity_brier", "Brier", 5),
@@ -83,7 +86,8 @@ FIDELITY_COLUMNS = [("variant", "variant", 0),
                     ("fidelity_open_loop_mse_10", "open-loop MSE@10", 3),
                     ("fidelity_copy_mse_10", "copy@10", 3),
                     ("fidelity_open_loop_mse_50", "open-loop MSE@50", 3),
-                    ("fidelity_copy_mse_50", "copy@50", 3)]
+                    ("fidelity_copy_mse_50", "copy@50", 3),
+                    ("fidelity_hold_survival_ratio_max", "hold ratio", 2)]
 
 
 SCALING_NOTE = ("The sweep's variants at several data budgets (`overrides: {episodes: "

@@ -27,7 +27,8 @@ def dream_settings(cfg: Namespace) -> dict:
     return {"tau": cc.tau, "done": cc.done, "done_threshold": cc.done_threshold,
             "start": cc.start, "precision": cc.precision,
             "max_steps": cfg.max_episode_steps or 2100,
-            "dreams": cfg.evaluate.fidelity_dreams, "max_hold": cfg.max_hold}
+            "dreams": cfg.evaluate.fidelity_dreams, "max_hold": cfg.max_hold,
+            "hold_episodes": cfg.evaluate.fidelity_hold_episodes}
 
 
 def config_hash(cfg: Namespace) -> str:
@@ -40,10 +41,15 @@ def config_hash(cfg: Namespace) -> str:
 
 
 def summary_line(f: dict) -> str:
+    hold = ""
+    if "hold_survival_ratio_max" in f:
+        a = str(f["hold_survival_action_max"])
+        hold = (f", holding action {a} dream {f['hold_survival_dream'][a]:.0f} vs real "
+                f"{f['hold_survival_real'][a]:.0f} (ratio {f['hold_survival_ratio_max']:.2f})")
     return (f"death sum {f['death_sum_per_episode']:.2f}/episode (observed "
             f"{f['deaths_per_episode']:.2f}), policy survival dream "
             f"{f['policy_survival_dream']:.0f} vs real {f['policy_survival_real']:.0f} "
-            f"(ratio {f['policy_survival_ratio']:.2f}), open-loop mse@10 "
+            f"(ratio {f['policy_survival_ratio']:.2f}){hold}, open-loop mse@10 "
             f"{f['open_loop_mse_10']:.3f} vs copy {f['copy_mse_10']:.3f}")
 
 
@@ -53,17 +59,20 @@ def measure_memory(cfg: Namespace, memory, latents, store, episodes,
     dream of ``dream_settings(cfg)``, plus M's validation losses from ``metrics_file``."""
     from jepa_wm.controller import single_thread
     from jepa_wm.dream import Dream, dream_starts
-    from jepa_wm.fidelity import measure
+    from jepa_wm.fidelity import measure, real_hold_lengths
     from jepa_wm.io import read_json
 
     settings = dream_settings(cfg)
+    hold_real = real_hold_lengths(cfg.env, cfg.image_size, cfg.frame_skip,
+                                  settings["max_steps"], settings["hold_episodes"],
+                                  cfg.seed) if settings["hold_episodes"] else None
     starts, sigma = dream_starts(latents, memory, settings["start"], store)
     dream = Dream(memory, starts, tau=settings["tau"], done=settings["done"],
                   reward="survival", max_steps=settings["max_steps"], start_sigma=sigma,
                   done_threshold=settings["done_threshold"], precision=settings["precision"])
     with single_thread():
         figures = measure(memory, dream, latents, store, episodes, settings["max_hold"],
-                          settings["dreams"], seed=cfg.seed)
+                          settings["dreams"], seed=cfg.seed, hold_real=hold_real)
     metrics = read_json(metrics_file) if metrics_file and metrics_file.exists() else {}
     figures.update({k: metrics[k] for k in ("val_gmm_nll", "val_done_loss", "val_reward_loss",
                                              "final_gmm_nll") if k in metrics})
@@ -87,6 +96,9 @@ def main(cfg: Namespace) -> None:
     settings = dream_settings(cfg)
     if settings["dreams"] < 1:
         raise UserError(f"evaluate.fidelity_dreams: {settings['dreams']}; accepted: >= 1")
+    if settings["hold_episodes"] < 0:
+        raise UserError(f"evaluate.fidelity_hold_episodes: {settings['hold_episodes']}; "
+                        "accepted: >= 0 (0 = no hold-one-action episodes)")
     latents = load_latents(cfg.latents)
     memory = load_memory_checked(cfg.memory, latents=latents)
     store = RolloutStore(latents_store_path(latents, cfg.data))
