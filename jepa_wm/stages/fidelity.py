@@ -53,23 +53,40 @@ def summary_line(f: dict) -> str:
             f"{f['open_loop_mse_10']:.3f} vs copy {f['copy_mse_10']:.3f}")
 
 
+def fidelity_dream(cfg: Namespace, memory, latents, store):
+    """The dream of ``dream_settings(cfg)`` on ``memory``, started as C's dreams start."""
+    from jepa_wm.dream import Dream, dream_starts
+
+    settings = dream_settings(cfg)
+    starts, sigma = dream_starts(latents, memory, settings["start"], store)
+    return Dream(memory, starts, tau=settings["tau"], done=settings["done"],
+                 reward="survival", max_steps=settings["max_steps"], start_sigma=sigma,
+                 done_threshold=settings["done_threshold"], precision=settings["precision"])
+
+
+def real_holds(cfg: Namespace) -> dict | None:
+    """The real lengths of each action held for a whole episode (``fidelity.
+    real_hold_lengths`` in the run's env, ``evaluate.fidelity_hold_episodes`` per action),
+    or None when that is 0."""
+    from jepa_wm.fidelity import real_hold_lengths
+
+    settings = dream_settings(cfg)
+    if not settings["hold_episodes"]:
+        return None
+    return real_hold_lengths(cfg.env, cfg.image_size, cfg.frame_skip, settings["max_steps"],
+                             settings["hold_episodes"], cfg.seed)
+
+
 def measure_memory(cfg: Namespace, memory, latents, store, episodes,
                    metrics_file: Path | None = None) -> dict:
     """Every fidelity figure of ``memory`` on the held-out ``episodes`` of ``store``, in the
     dream of ``dream_settings(cfg)``, plus M's validation losses from ``metrics_file``."""
     from jepa_wm.controller import single_thread
-    from jepa_wm.dream import Dream, dream_starts
-    from jepa_wm.fidelity import measure, real_hold_lengths
+    from jepa_wm.fidelity import measure
     from jepa_wm.io import read_json
 
-    settings = dream_settings(cfg)
-    hold_real = real_hold_lengths(cfg.env, cfg.image_size, cfg.frame_skip,
-                                  settings["max_steps"], settings["hold_episodes"],
-                                  cfg.seed) if settings["hold_episodes"] else None
-    starts, sigma = dream_starts(latents, memory, settings["start"], store)
-    dream = Dream(memory, starts, tau=settings["tau"], done=settings["done"],
-                  reward="survival", max_steps=settings["max_steps"], start_sigma=sigma,
-                  done_threshold=settings["done_threshold"], precision=settings["precision"])
+    settings, hold_real = dream_settings(cfg), real_holds(cfg)
+    dream = fidelity_dream(cfg, memory, latents, store)
     with single_thread():
         figures = measure(memory, dream, latents, store, episodes, settings["max_hold"],
                           settings["dreams"], seed=cfg.seed, hold_real=hold_real)
