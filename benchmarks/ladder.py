@@ -247,8 +247,11 @@ def write_results(runs: Path, out: Path, note: str) -> str:
              (f"- written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: "
              f"{cpu_name()}, {os.cpu_count()} CPUs; {note}"),
              ("- fidelity: on M's held-out episodes (10% of the store), the data policy played "
-             "in 1024 dreams at the training tau against its real episodes; real: 50 episodes "
-             "on the fixed evaluation seeds (`eval_seeds(seed, 50)`)"),
+             "in 1024 dreams at the training tau against its real episodes; hold ratio: the "
+             "largest dream/game survival ratio of one action held a whole episode (16 real "
+             "episodes per action; — for runs that predate it: "
+             "`benchmarks/results/hold_survival.md`); real: 50 episodes on the fixed "
+             "evaluation seeds (`eval_seeds(seed, 50)`)"),
              ("- baselines on seed 0's evaluation seeds: `benchmarks/results/baselines_seeds0.md` "
               "(each seed has its own 50 evaluation seeds)"),
              "", *seed_summary(rows), "## Budgets", "", "| rung | seed | budget | measured |", "|---|---:|---|---|"]
@@ -256,8 +259,9 @@ def write_results(runs: Path, out: Path, note: str) -> str:
               f"{', ' + r['machine'] if r.get('machine') else ''} |" for r in rows]
     lines += ["", "## Dream fidelity and scores", "",
               ("| rung | seed | Σ p(done)/ep | Brier | survival dream / game (ratio) | "
-              "open-loop MSE @10 / copy | @50 / copy | C dream | C real ± std | real 95% CI |"),
-              "|---|---:|---:|---:|---|---|---|---:|---:|---|"]
+              "open-loop MSE @10 / copy | @50 / copy | hold ratio | C dream | C real ± std | "
+              "real 95% CI |"),
+              "|---|---:|---:|---:|---|---|---|---:|---:|---:|---|"]
     for r in rows:
         f, res = r["fidelity"], r["results"]
         ci = "—" if not res.get("real_ci") else "[{:.0f}, {:.0f}]".format(*res["real_ci"])
@@ -267,7 +271,8 @@ def write_results(runs: Path, out: Path, note: str) -> str:
             f"{_f(f.get('policy_survival_real'), 0)} ({_f(f.get('policy_survival_ratio'), 2)})"
             f" | {_f(f.get('open_loop_mse_10'), 3)} / {_f(f.get('copy_mse_10'), 3)} | "
             f"{_f(f.get('open_loop_mse_50'), 3)} / {_f(f.get('copy_mse_50'), 3)} | "
-            f"{_f(res.get('dream_mean'), 0)} | {_f(res.get('real_mean'), 1)} ± "
+            f"{_f(f.get('hold_survival_ratio_max'), 2)} | {_f(res.get('dream_mean'), 0)} | "
+            f"{_f(res.get('real_mean'), 1)} ± "
             f"{_f(res.get('real_std'), 1)} | {ci} |")
     lines += ["", "## Against the issue's targets", "",
               ("| rung | seed | Σ p(done) in 0.9-1.1 | data policy's dream survival within ±20% "
