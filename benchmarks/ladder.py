@@ -145,7 +145,8 @@ def budget(c: dict) -> str:
     rounds = (f"; then {it['rounds']} round(s) of iterative training: {it['episodes']} eps of "
               f"C (epsilon {it['epsilon']}), M +{it['memory_epochs']} ep, a new C"
               if it.get("rounds") else "")
-    return (f"{c['episodes']} eps; V z {v.get('latent_dim')}, {steps} x {vt['batch_size']}, "
+    holds = "" if c.get("max_hold", 10) == 10 else f" held 1..{c['max_hold']}"
+    return (f"{c['episodes']} eps{holds}; V z {v.get('latent_dim')}, {steps} x {vt['batch_size']}, "
             f"lr {v.get('lr')}{precision}; "
             f"M {m['hidden_size']}, seq {m['seq_len']}, {mt['max_epochs']} ep x "
             f"{mt['batch_size']}, pos_w {m.get('done_pos_weight')}{mixture}; "
