@@ -35,10 +35,10 @@ def c_real(cell: Path, last: bool) -> str:
     from jepa_wm.io import read_json
 
     results = cell / "eval" / "results.json"
-    rounds = read_json(results).get("iterate") if results.exists() else None
-    if results.exists() and (last or not rounds):
-        r = read_json(results)
-        return f"{r['real_mean']:.1f} ± {r['real_std']:.1f} (50 evaluation episodes)"
+    r = read_json(results) if results.exists() else None
+    if r and (last or not r.get("iterate")):
+        return (f"{r['real_mean']:.1f} ± {r['real_std']:.1f} ({len(r['real_scores'])} "
+                "evaluation episodes)")
     history = stage_folder(cell, "train-controller") / "history.json"
     checks = [h["real_mean"] for h in read_json(history) if h.get("real_mean") is not None] \
         if history.exists() else []

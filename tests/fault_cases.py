@@ -611,6 +611,12 @@ CASES: list[Case] = [
                     str(c.latents), "--out", str(c.bad("hold-1")),
                     "--evaluate.fidelity_hold_episodes", "-1"],
          r"evaluate\.fidelity_hold_episodes: -1; accepted: >= 0", needs_memory=True),
+    Case("iterate-negative-hold-episodes", "evaluate.fidelity_hold_episodes -1 for iterate "
+         "rounds (each round's M is measured)",
+         lambda c: ["iterate", "--config", SMOKE, *c.parts(), "--controller",
+                    str(c.controller), "--out", str(c.bad("iter-hold") / "iterate"),
+                    "--iterate.rounds", "1", "--evaluate.fidelity_hold_episodes", "-1"],
+         r"evaluate\.fidelity_hold_episodes: -1; accepted: >= 0", needs_memory=True),
     Case("iterate-epsilon-above-one", "iterate.epsilon 2 (a chance)",
          lambda c: ["iterate", "--config", SMOKE, *c.parts(), "--controller",
                     str(c.controller), "--out", str(c.bad("iter-eps") / "iterate"),

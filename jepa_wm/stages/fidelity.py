@@ -53,6 +53,19 @@ def summary_line(f: dict) -> str:
             f"{f['open_loop_mse_10']:.3f} vs copy {f['copy_mse_10']:.3f}")
 
 
+def check_settings(cfg: Namespace) -> None:
+    """One-line errors for fidelity settings no measurement can use (before anything is
+    written: the fidelity stage, and iterate, which measures each round's M)."""
+    from jepa_wm.io import UserError
+
+    settings = dream_settings(cfg)
+    if settings["dreams"] < 1:
+        raise UserError(f"evaluate.fidelity_dreams: {settings['dreams']}; accepted: >= 1")
+    if settings["hold_episodes"] < 0:
+        raise UserError(f"evaluate.fidelity_hold_episodes: {settings['hold_episodes']}; "
+                        "accepted: >= 0 (0 = no hold-one-action episodes)")
+
+
 def fidelity_dream(cfg: Namespace, memory, latents, store):
     """The dream of ``dream_settings(cfg)`` on ``memory``, started as C's dreams start."""
     from jepa_wm.dream import Dream, dream_starts
@@ -110,12 +123,7 @@ def main(cfg: Namespace) -> None:
     if is_done(out, h) and (out / "fidelity.json").exists():
         print(f"fidelity: {out} is complete for this config (hash {h}); nothing to do")
         return
-    settings = dream_settings(cfg)
-    if settings["dreams"] < 1:
-        raise UserError(f"evaluate.fidelity_dreams: {settings['dreams']}; accepted: >= 1")
-    if settings["hold_episodes"] < 0:
-        raise UserError(f"evaluate.fidelity_hold_episodes: {settings['hold_episodes']}; "
-                        "accepted: >= 0 (0 = no hold-one-action episodes)")
+    check_settings(cfg)
     latents = load_latents(cfg.latents)
     memory = load_memory_checked(cfg.memory, latents=latents)
     store = RolloutStore(latents_store_path(latents, cfg.data))

@@ -61,12 +61,14 @@ def main(cfg: Namespace) -> None:
     from jepa_wm.io import UserError, claim, is_done, mark_done, write_json
     from jepa_wm.iterate import Models, check_config, memory_episodes, round_summary, run_round
     from jepa_wm.memory import latents_store_path
-    from jepa_wm.stages.fidelity import measure_memory, summary_line
+    from jepa_wm.stages.fidelity import check_settings, measure_memory, summary_line
     from jepa_wm.stages.train_controller import load_parts
 
     start = time.time()
     ic = cfg.iterate
     check_config(ic)
+    if ic.rounds:  # each round's M is measured as the fidelity stage measures
+        check_settings(cfg)
     out = Path(cfg.out)
     h = config_hash(cfg)
     if is_done(out, h):
