@@ -33,7 +33,7 @@ import yaml
 from common import cpu_name, loadavg  # benchmarks/common.py (scripts run from their folder)
 from jsonargparse import Namespace
 
-from jepa_wm.config import data_hash
+from jepa_wm.config import MAX_HOLD, data_hash
 from jepa_wm.contract import STAGE, run_paths
 from jepa_wm.contract import STAGE_ORDER as STAGES
 from jepa_wm.pipeline import resolve
@@ -52,10 +52,11 @@ def rung_config(rung: Path, variant: Path, seed: int, runs: Path):
     return cfg, run_paths(cfg, runs).root
 
 
-#: What each shareable stage's folders depend on, as config sections on top of the data
-#: (the rollout store is shared when the data hash alone is equal).
-SHARED = (("vision_model", "vision_train"), ("memory_model", "memory_train"),
-          ("controller_train", "env", "image_size", "frame_skip", "max_episode_steps"))
+#: What each shareable stage's folders depend on on top of the data and the seed: the keys
+#: of V's, M's and C's stages in the stage table (the rollout store is shared when the data
+#: hash alone is equal).
+SHARED = tuple(tuple(k for k in STAGE[s].keys if k != "seed")
+               for s in ("train-vision", "train-memory", "train-controller"))
 SHARED_DIRS = (("vision", "latents"), ("memory",), ("controller",))
 
 
@@ -71,8 +72,8 @@ def stage_key(cfg, depth: int) -> str:
 
 def share_upstream(cfg, out: Path, runs: Path) -> list[str]:
     """Symlink an earlier rung's store (same data hash), then V + latents (same V), then M
-    (same M too), then C (same C too) into this rung's folder ``out`` where it has none of its own yet. Returns
-    what was linked."""
+    (same M too), then C (same C too) into this rung's folder ``out`` where it has none of
+    its own yet. Returns what was linked."""
     paths = run_paths(cfg, runs)
     linked = []
     for other in sorted(runs.iterdir()):
@@ -145,7 +146,7 @@ def budget(c: dict) -> str:
     rounds = (f"; then {it['rounds']} round(s) of iterative training: {it['episodes']} eps of "
               f"C (epsilon {it['epsilon']}), M +{it['memory_epochs']} ep, a new C"
               if it.get("rounds") else "")
-    holds = "" if c.get("max_hold", 10) == 10 else f" held 1..{c['max_hold']}"
+    holds = "" if c.get("max_hold", MAX_HOLD) == MAX_HOLD else f" held 1..{c['max_hold']}"
     return (f"{c['episodes']} eps{holds}; V z {v.get('latent_dim')}, {steps} x {vt['batch_size']}, "
             f"lr {v.get('lr')}{precision}; "
             f"M {m['hidden_size']}, seq {m['seq_len']}, {mt['max_epochs']} ep x "
