@@ -33,7 +33,9 @@ class Stage:
     inside a cell (``None`` for collect, which writes the shared store's ``rollouts/``);
     reads: path flag -> (upstream stage, file in that stage's folder, ``""`` = the folder);
     keys: the config keys (sections or dotted keys) its result depends on, besides its
-    inputs.
+    inputs; revision: raised when a code change alters the stage's result for the same
+    config, so folders made by the old code are redone, never resumed (1, the first, is
+    left out of the identity).
     """
 
     name: str
@@ -41,6 +43,7 @@ class Stage:
     folder: str | None
     reads: dict[str, tuple[str, str]] = field(default_factory=dict)
     keys: tuple[str, ...] = ()
+    revision: int = 1
 
     @property
     def upstream(self) -> tuple[str, ...]:
@@ -77,7 +80,8 @@ PIPELINE: tuple[Stage, ...] = (
           keys=("vision_train.val_fraction", "seed")),
     Stage("train-memory", "Train the MDN-RNN M on a latent set.",
           "memory", {"latents": _Z, "data": _STORE},
-          keys=("memory_model", "memory_train", "seed")),
+          keys=("memory_model", "memory_train", "seed"),
+          revision=2),  # 2: every step weighs the same in every batch (MDNRNNModule.losses)
     Stage("fidelity", "Measure how faithful M's dream is on held-out episodes (before "
           "CMA-ES).", "fidelity", {"memory": _M, "latents": _Z, "data": _STORE},
           keys=(*DREAM_KEYS, "seed")),
@@ -127,6 +131,8 @@ def identity(stage: str, cfg: Any, upstream: str = "") -> str:
         value, name = semantic_section(cfg[k]), k.rsplit(".", 1)[-1]
         if not ("." in k and name in NEUTRAL and value == NEUTRAL[name]):  # a single key
             values[k] = value  # at its NEUTRAL value is left out, as within a section
+    if STAGE[stage].revision > 1:
+        values["revision"] = STAGE[stage].revision
     return hash_obj({"stage": stage, "upstream": upstream, **values})
 
 

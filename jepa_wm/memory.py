@@ -131,7 +131,15 @@ class MDNRNNModule(pl.LightningModule):
                ) -> dict[str, torch.Tensor]:
         """A batch of sequences (``z`` ``(B, T+1, D)`` raw latents, ``a``, ``r``, ``done``,
         ``mask`` ``(B, T+1)``) from ``state`` (``(h, c)`` each ``(B, H)``, None = zeros) ->
-        the three scalar losses, their weighted sum and ``state``, the final ``(h, c)``.
+        the three scalar losses (means over the batch's real steps), ``loss``, their weighted
+        sum, ``objective``, what training minimises, and ``state``, the final ``(h, c)``.
+
+        ``objective`` is the weighted sum over the real steps divided by the batch's B x T
+        step slots, so every step weighs the same in every batch. Dividing by the real steps
+        instead (``loss``) gives a step in a nearly empty batch up to B times the weight: the
+        last batches of a data epoch hold only the ends of the longest episodes, which is
+        where deaths are, and a death head trained so ends each epoch predicting about twice
+        the deaths it sees (Σ p(done) 1.84 per training episode, 1 observed; 2026-12-03).
 
         Rows that end before T run on through their (zero) padding, unmasked in the state
         but masked in the losses: such a row is at its episode's end, and its lane starts
@@ -146,16 +154,24 @@ class MDNRNNModule(pl.LightningModule):
             z_in = z_in + self.hparams.z_noise * torch.randn_like(z_in)  # seeded per step
         pred, state = self.net(z_in, a[:, :-1], state)
         nll = gmm_nll(z[:, 1:], pred.logit_pi, pred.mu, pred.log_sigma) / self.latent_dim
-        gmm = (nll * next_mask).sum() / next_mask.sum().clamp(min=1)
-        reward = (((pred.reward - batch["r"][:, :-1].float()) ** 2) * step_mask).sum() / \
-            step_mask.sum().clamp(min=1)
         pos_weight = torch.tensor(self.hparams.done_pos_weight, device=z.device)
-        done = (F.binary_cross_entropy_with_logits(
+        bce = F.binary_cross_entropy_with_logits(
             pred.done_logit, batch["done"][:, :-1].float(), reduction="none",
-            pos_weight=pos_weight) * step_mask).sum() / step_mask.sum().clamp(min=1)
-        loss = gmm + self.hparams.reward_weight * reward + self.hparams.done_weight * done
-        return {"loss": loss, "gmm_nll": gmm, "reward_loss": reward, "done_loss": done,
-                "state": state}
+            pos_weight=pos_weight)
+        sums = {"gmm_nll": (nll * next_mask).sum(),
+                "reward_loss": (((pred.reward - batch["r"][:, :-1].float()) ** 2)
+                                * step_mask).sum(),
+                "done_loss": (bce * step_mask).sum()}
+        counts = {"gmm_nll": next_mask.sum(), "reward_loss": step_mask.sum(),
+                  "done_loss": step_mask.sum()}
+        weights = {"gmm_nll": 1.0, "reward_loss": self.hparams.reward_weight,
+                   "done_loss": self.hparams.done_weight}
+        out = {k: sums[k] / counts[k].clamp(min=1) for k in sums}
+        out["loss"] = sum(weights[k] * out[k] for k in sums)
+        slots = step_mask.numel()  # B x T: every step weighs 1 / slots, however many are real
+        out["objective"] = sum(weights[k] * sums[k] for k in sums) / slots
+        out["state"] = state
+        return out
 
     def carried_state(self, batch: dict, key: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The state lane b of ``batch`` starts from: the state its previous chunk ended in
@@ -184,7 +200,7 @@ class MDNRNNModule(pl.LightningModule):
         self.log("train/loss", out["loss"], prog_bar=True)
         for k in ("gmm_nll", "reward_loss", "done_loss"):
             self.log(f"memory/{k}", out[k])
-        return out["loss"]
+        return out["objective"]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """The training lanes' carried state goes with the weights (exact resume)."""

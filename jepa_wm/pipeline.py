@@ -72,12 +72,14 @@ def _semantic(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def fingerprint(stage: str, stage_cfg: Namespace, paths: RunPaths) -> str:
-    """Hash of a stage's resolved config and of the completions of its inputs."""
+    """Hash of a stage's resolved config, its code revision and the completions of its
+    inputs."""
     # Path flags are left out: they follow from the run's identity, and the inputs' stamps
     # below say whether what is behind them changed.
     semantic = _semantic(schema_values(stage_cfg))
     inputs = {up: done_stamp(paths.stage_dir(up)) for up in STAGE[stage].upstream}
-    return hash_obj({"stage": stage, "cfg": semantic, "inputs": inputs}, n=16)
+    revision = {"revision": STAGE[stage].revision} if STAGE[stage].revision > 1 else {}
+    return hash_obj({"stage": stage, "cfg": semantic, "inputs": inputs, **revision}, n=16)
 
 
 @contextlib.contextmanager

@@ -123,7 +123,8 @@ def test_module_losses_and_checkpoint_round_trip(tmp_path):
              "r": torch.ones(3, 9), "done": torch.zeros(3, 9),
              "mask": torch.ones(3, 9, dtype=torch.bool)}
     losses = module.losses(batch)
-    assert set(losses) == {"loss", "gmm_nll", "reward_loss", "done_loss", "state"}
+    assert set(losses) == {"loss", "objective", "gmm_nll", "reward_loss", "done_loss", "state"}
+    torch.testing.assert_close(losses["objective"], losses["loss"])  # no padding: the same
     assert all(torch.isfinite(losses[k]) for k in ("loss", "gmm_nll", "reward_loss",
                                                    "done_loss"))
     assert losses["state"][0].shape == (3, 16)
@@ -152,3 +153,29 @@ def test_hazard_undoes_the_class_weight():
     p = 0.01
     opt = torch.tensor(math.log(10 * p / (1 - p)))
     torch.testing.assert_close(weighted.hazard(opt), torch.tensor(p))
+
+
+def test_every_step_weighs_the_same_in_every_batch():
+    """The objective is the sum over real steps / the batch's B x T slots, so a batch is the
+    sum of its lanes and a lane that has ended after 3 steps (an epoch's tail) gives those
+    steps the weight a full lane's steps have. (Dividing by the real steps, as ``loss``
+    does, gave them more, and the deaths at episode ends with them: a head that ended each
+    data epoch predicting twice the deaths it sees.)"""
+    torch.manual_seed(0)
+    module = MDNRNNModule(latent_dim=4, action=DISCRETE, hidden_size=8, num_mixtures=2)
+    B, T = 3, 7
+    batch = {"z": torch.randn(B, T + 1, 4), "a": torch.randint(0, 3, (B, T + 1)),
+             "r": torch.rand(B, T + 1), "done": torch.zeros(B, T + 1),
+             "mask": torch.ones(B, T + 1, dtype=torch.bool)}
+    batch["mask"][1, 3:] = False  # lane 1 ended: its death, then padding
+    batch["done"][1, 2] = 1.0
+    batch["mask"][2, :] = False  # lane 2 has no episode left in this data epoch
+    lanes = [module.losses({k: v[b:b + 1] for k, v in batch.items()}) for b in range(B)]
+    whole = module.losses(batch)
+    assert float(whole["objective"]) == pytest.approx(
+        sum(float(lane["objective"]) for lane in lanes) / B, rel=1e-5)
+    # the per-step means (what is logged) do not add up so: lane 1's steps weigh more there
+    assert float(whole["loss"]) != pytest.approx(
+        sum(float(lane["loss"]) for lane in lanes[:2]) / 2, rel=1e-3)
+    full = {k: v[:1] for k, v in batch.items()}
+    torch.testing.assert_close(module.losses(full)["objective"], module.losses(full)["loss"])

@@ -5,6 +5,7 @@ deleted); upstream stages are untouched; a speed-only key changes nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -132,3 +133,26 @@ def test_speed_only_keys_change_nothing(runs):
                "--evaluate.workers=1")
     assert ran(proc) == [] and done_hashes(runs) == before
     assert not list(cell(runs).rglob("*.replaced-*"))
+
+
+def test_a_stage_revision_changes_its_identity(monkeypatch, tmp_path):
+    """A code change that alters a stage's result raises its revision: folders of the old
+    code then hold another identity and are redone (downstream stages chain it as their
+    upstream); revision 1 adds nothing to the hash."""
+    from jepa_wm.config import semantic_section
+    from jepa_wm.io import hash_obj
+
+    cfg = pipeline.resolve([SMOKE, VAE], 0, tmp_path)
+    paths = contract.run_paths(cfg, tmp_path)
+    stage_cfg, _ = pipeline.stage_config("train-memory", cfg, paths)
+    before = contract.identity("train-memory", cfg, upstream="v")
+    run_before = pipeline.fingerprint("train-memory", stage_cfg, paths)
+    assert contract.STAGE["train-memory"].revision > 1
+    first = dataclasses.replace(contract.STAGE["train-memory"], revision=1)
+    monkeypatch.setitem(contract.STAGE, "train-memory", first)
+    assert contract.identity("train-memory", cfg, upstream="v") != before
+    # and `run` does not skip it as done on the old record (its own fingerprint)
+    assert pipeline.fingerprint("train-memory", stage_cfg, paths) != run_before
+    assert contract.identity("train-memory", cfg, upstream="v") == hash_obj(
+        {"stage": "train-memory", "upstream": "v",
+         **{k: semantic_section(cfg[k]) for k in first.keys}})
