@@ -304,7 +304,7 @@ def loss_summary(module: MDNRNNModule, loader, max_batches: int | None = None
             mask = batch["mask"].bool()
             steps, targets = float(mask[:, :-1].sum()), float(mask[:, 1:].sum())
             for k, v in module.stream_losses(batch, "summary").items():
-                if k != "state":
+                if k not in ("state", "objective"):  # objective: a per-slot figure
                     w = targets if k == "gmm_nll" else steps
                     sums[k] = sums.get(k, 0.0) + float(v) * w
                     weights[k] = weights.get(k, 0.0) + w

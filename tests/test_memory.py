@@ -106,6 +106,7 @@ def test_train_memory_holds_out_episodes_and_reports_their_losses(doom_store, tm
     assert metrics["val_episodes"] == 2 and metrics["train_episodes"] == 2
     assert len(ckpt["val_episodes"]) == 2 and metrics["resampled_z"] is True
     assert np.isfinite(metrics["val_gmm_nll"]) and np.isfinite(metrics["val_done_loss"])
+    assert "val_objective" not in metrics  # per-slot, not per-step: not a split's loss
     held = store.episode_lengths[ckpt["val_episodes"]].sum()
     assert metrics["train_frames"] == store.num_frames - held
 
