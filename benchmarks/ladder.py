@@ -42,6 +42,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 EXPERIMENT = ROOT / "configs" / "experiments" / "doom_fast.yaml"
 VAE = ROOT / "configs" / "variants" / "vae.yaml"
+#: When train-memory's revision 2 landed (commit 1930cb2: every step weighs the same in M's
+#: objective): an M finished before it was trained on the old objective.
+M_REVISION_2 = datetime(2026, 12, 3, 18, 20, tzinfo=timezone.utc)
 
 
 def rung_config(rung: Path, variant: Path, seed: int, runs: Path):
@@ -168,6 +171,16 @@ def stage_walls(cell: Path) -> dict[str, float | None]:
     return walls
 
 
+def m_objective(cell: Path) -> str:
+    """Which objective the cell's M was trained on: ``""`` (revision 2, every step weighs the
+    same) or ``"old M objective"`` (its ``DONE.json`` predates ``M_REVISION_2``)."""
+    done = cell / STAGE["train-memory"].folder / "DONE.json"
+    if not done.exists():
+        return ""
+    made = datetime.fromtimestamp(done.resolve().stat().st_mtime, timezone.utc)
+    return "" if made >= M_REVISION_2 else "old M objective"
+
+
 def rung_rows(runs: Path) -> list[dict]:
     from jepa_wm.report import bootstrap_ci
 
@@ -178,7 +191,8 @@ def rung_rows(runs: Path) -> list[dict]:
         variant = cell.parent.name  # a rung run with another V is its own row and summary
         rung = cell.parents[1].name + ("" if variant == "vae" else f" [{variant}]")
         rows.append({"rung": rung, "variant": variant,
-                     "seed": config["seed"], "budget": budget(config),
+                     "seed": config["seed"],
+                     "budget": "; ".join(filter(None, (budget(config), m_objective(cell)))),
                      "wall": stage_walls(cell),
                      "cmaes_s": sum(g.get("seconds", 0.0) for g in
                                     _read(cell / "controller" / "history.json") or []),
@@ -200,6 +214,10 @@ def merged_rows(runs: Path, record: Path) -> list[dict]:
     run folder is gone, keeps its row. A row of the same rung, variant and seed is replaced by
     the run folder's; the merged rows are written back."""
     rows = {(r["rung"], r["variant"], r["seed"]): r for r in _read(record) or []}
+    for r in rows.values():  # recorded before revision 2 and no longer on disk: the old M
+        if (r.get("recorded") or "") <= M_REVISION_2.strftime("%Y-%m-%d") and \
+                "old M objective" not in r["budget"]:
+            r["budget"] += "; old M objective"
     for r in rung_rows(runs):
         old = rows.get((r["rung"], r["variant"], r["seed"]))
         if old and (old["results"], old["wall"]) == (r["results"], r["wall"]):
@@ -254,6 +272,10 @@ def write_results(runs: Path, out: Path, note: str) -> str:
              "episodes per action; — for runs that predate it: "
              "`benchmarks/results/hold_survival.md`); real: 50 episodes on the fixed "
              "evaluation seeds (`eval_seeds(seed, 50)`)"),
+             ("- M's objective: every M before 2026-12-03 18:20 UTC (\"old M objective\" in "
+              "its budget) divided each batch's losses by its real steps, which inflated its "
+              "death head at each data epoch's end (`docs/RESULTS.md`, session 12); later "
+              "ones weigh every step the same (train-memory revision 2)"),
              ("- baselines on seed 0's evaluation seeds: `benchmarks/results/baselines_seeds0.md` "
               "(each seed has its own 50 evaluation seeds)"),
              "", *seed_summary(rows), "## Budgets", "", "| rung | seed | budget | measured |", "|---|---:|---|---|"]
