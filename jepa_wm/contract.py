@@ -46,6 +46,11 @@ class Stage:
     revision: int = 1
 
     @property
+    def revision_entry(self) -> dict[str, int]:
+        """What the revision adds to a hash of this stage's result (nothing at 1)."""
+        return {"revision": self.revision} if self.revision > 1 else {}
+
+    @property
     def upstream(self) -> tuple[str, ...]:
         """The stages whose output this one reads, in pipeline order."""
         used = {stage for stage, _ in self.reads.values()}
@@ -131,9 +136,8 @@ def identity(stage: str, cfg: Any, upstream: str = "") -> str:
         value, name = semantic_section(cfg[k]), k.rsplit(".", 1)[-1]
         if not ("." in k and name in NEUTRAL and value == NEUTRAL[name]):  # a single key
             values[k] = value  # at its NEUTRAL value is left out, as within a section
-    if STAGE[stage].revision > 1:
-        values["revision"] = STAGE[stage].revision
-    return hash_obj({"stage": stage, "upstream": upstream, **values})
+    return hash_obj({"stage": stage, "upstream": upstream, **values,
+                     **STAGE[stage].revision_entry})
 
 
 def safe_name(text: str) -> str:

@@ -78,8 +78,8 @@ def fingerprint(stage: str, stage_cfg: Namespace, paths: RunPaths) -> str:
     # below say whether what is behind them changed.
     semantic = _semantic(schema_values(stage_cfg))
     inputs = {up: done_stamp(paths.stage_dir(up)) for up in STAGE[stage].upstream}
-    revision = {"revision": STAGE[stage].revision} if STAGE[stage].revision > 1 else {}
-    return hash_obj({"stage": stage, "cfg": semantic, "inputs": inputs, **revision}, n=16)
+    return hash_obj({"stage": stage, "cfg": semantic, "inputs": inputs,
+                     **STAGE[stage].revision_entry}, n=16)
 
 
 @contextlib.contextmanager
