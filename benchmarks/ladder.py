@@ -276,6 +276,10 @@ def write_results(runs: Path, out: Path, note: str) -> str:
               "its budget) divided each batch's losses by its real steps, which inflated its "
               "death head at each data epoch's end (`docs/RESULTS.md`, session 12); later "
               "ones weigh every step the same (train-memory revision 2)"),
+             ("- C's real episodes: M's hazard summed along each of the evaluated C's 50 real "
+              "episodes as they were played, against the share that died (evaluate revision "
+              "2; — for runs evaluated before it): under it, M rates C's own states safer "
+              "than the game"),
              ("- baselines on seed 0's evaluation seeds: `benchmarks/results/baselines_seeds0.md` "
               "(each seed has its own 50 evaluation seeds)"),
              "", *seed_summary(rows), "## Budgets", "", "| rung | seed | budget | measured |", "|---|---:|---|---|"]
@@ -284,8 +288,8 @@ def write_results(runs: Path, out: Path, note: str) -> str:
     lines += ["", "## Dream fidelity and scores", "",
               ("| rung | seed | Σ p(done)/ep | Brier | survival dream / game (ratio) | "
               "open-loop MSE @10 / copy | @50 / copy | hold ratio | C dream | C real ± std | "
-              "real 95% CI |"),
-              "|---|---:|---:|---:|---|---|---|---:|---:|---:|---|"]
+              "real 95% CI | C's real episodes: Σ p(done) / died |"),
+              "|---|---:|---:|---:|---|---|---|---:|---:|---:|---|---|"]
     for r in rows:
         f, res = r["fidelity"], r["results"]
         ci = "—" if not res.get("real_ci") else "[{:.0f}, {:.0f}]".format(*res["real_ci"])
@@ -297,7 +301,9 @@ def write_results(runs: Path, out: Path, note: str) -> str:
             f"{_f(f.get('open_loop_mse_50'), 3)} / {_f(f.get('copy_mse_50'), 3)} | "
             f"{_f(f.get('hold_survival_ratio_max'), 2)} | {_f(res.get('dream_mean'), 0)} | "
             f"{_f(res.get('real_mean'), 1)} ± "
-            f"{_f(res.get('real_std'), 1)} | {ci} |")
+            f"{_f(res.get('real_std'), 1)} | {ci} | "
+            f"{_f(res.get('c_death_sum_per_episode'), 2)} / "
+            f"{_f(res.get('c_deaths_per_episode'), 2)} |")
     lines += ["", "## Against the issue's targets", "",
               ("| rung | seed | Σ p(done) in 0.9-1.1 | data policy's dream survival within ±20% "
               "of the game's | real >= 750 |"), "|---|---:|---|---|---|"]

@@ -105,7 +105,8 @@ PIPELINE: tuple[Stage, ...] = (
           "eval", {"vision": _V, "memory": ("iterate", "final.ckpt"),
                    "controller": ("iterate", "best.npz"), "latents": _Z, "data": _STORE,
                    "fidelity": ("iterate", "fidelity.json")},
-          keys=("evaluate", "controller_train", "seed", *ENV_KEYS)),
+          keys=("evaluate", "controller_train", "seed", *ENV_KEYS),
+          revision=2),  # 2: M's death calibration on C's real episodes (c_death_sum_...)
 )
 
 STAGE = {s.name: s for s in PIPELINE}

@@ -145,6 +145,12 @@ def test_cmaes_improves_dream_fitness_then_evaluate_writes_results(run_dir):
     assert results["tau"] == 1.15 and results["seed"] == 0
     assert {"train-memory", "train-controller", "evaluate"} <= set(results["wall_time"])
     assert "real" in proc.stdout and "dream" in proc.stdout
+    # M's hazard along C's own real episodes, against the share of them that died
+    sums = results["real_death_sums"]
+    assert len(sums) == 2 and min(sums) > 0
+    assert results["c_death_sum_per_episode"] == pytest.approx(np.mean(sums))
+    assert results["c_deaths_per_episode"] in (0.0, 0.5, 1.0)
+    assert "on C's real episodes" in proc.stdout
 
 
 def test_evaluate_tau_table_trains_c_at_each_other_tau(run_dir):
@@ -215,3 +221,31 @@ def test_evaluate_rejects_a_controller_for_another_m(run_dir, tmp_path):
     proc = cli("evaluate", *parts(run_dir), "--controller", str(tmp_path / "other.npz"),
                "--out", str(tmp_path / "eval"), check=False)
     assert proc.returncode == 2 and "other.npz" in proc.stderr
+
+
+def test_play_real_sums_m_hazard_along_each_episode_it_played(run_dir):
+    """The hazard summed per real episode is M's per-step hazard over exactly that
+    episode's steps: with a done head fixed at one logit it is length x sigmoid(logit),
+    episode by episode, whichever env played it, and each ended episode says if it died."""
+    from jepa_wm.controller.real import play_real
+    from jepa_wm.memory import load_memory
+    from jepa_wm.nets.controller import controller_input_dim
+    from jepa_wm.pipeline import resolve
+    from jepa_wm.vision import load_vision
+
+    cfg = resolve([SMOKE], 0, run_dir / "unused")
+    memory = load_memory(run_dir / "memory" / "final.ckpt")
+    with torch.no_grad():
+        memory.net.head.weight[-1].zero_()
+        memory.net.head.bias[-1] = -3.0
+    vision = load_vision(run_dir / "vision" / "final.ckpt")
+    n = controller_input_dim(memory.latent_dim, memory.net.hidden_size, False)
+    population = ControllerPopulation(torch.zeros(1, num_params(n, memory.action)), n,
+                                      memory.action)
+    out = play_real(cfg, vision, memory, population, np.zeros(3, dtype=np.int64),
+                    np.array([11, 12, 13]), False, workers=2)
+    expected = out["lengths"] * float(memory.hazard(torch.tensor(-3.0)))
+    assert out["hazard_sums"] == pytest.approx(expected, rel=1e-5)
+    assert len(set(out["lengths"])) > 1  # distinct lengths: sums were not mixed up
+    # a still policy dies on take-cover well before the 2,100-step cap
+    assert out["died"].all() and (out["lengths"] < 2100).all()

@@ -172,13 +172,17 @@ class Trainer:
         out = self.real(candidates, R, seed)  # real episodes are dear: R for the mean too
         return out["returns"].reshape(len(candidates), -1).mean(1), out["steps"]
 
-    def _real_check(self, state: dict) -> float | None:
+    def _real_check(self, state: dict) -> dict | None:
+        """The kept controller's mean real return and M's hazard summed along those
+        episodes (mean; against the share that died): None when no check is due."""
         every, gen = self.cc.real_check_every, state["generation"]
         if self.real is None or every <= 0 or (gen % every and gen != self.cc.generations):
             return None
         out = self.real(state["best_params"][None], self.cc.real_check_episodes,
                         generation_seed(self.cfg.seed, gen, salt=1))
-        return float(np.mean(out["returns"]))
+        return {"real_mean": float(np.mean(out["returns"])),
+                "real_death_sum": float(np.mean(out["hazard_sums"])),
+                "real_died": float(np.mean(out["died"]))}
 
     def step(self, state: dict) -> dict:
         """Ask, evaluate, tell; update the best; return this generation's record."""
@@ -203,9 +207,7 @@ class Trainer:
                   "best_so_far": state["best_fitness"], "sigma": float(es.sigma),
                   "steps": steps, "seconds": seconds,
                   f"{self.cc.where}_steps_per_s": steps / max(seconds, 1e-9)}
-        real = self._real_check(state)
-        if real is not None:
-            record["real_mean"] = real
+        record.update(self._real_check(state) or {})
         state["history"].append(record)
         return record
 
@@ -236,6 +238,7 @@ class Trainer:
                "cmaes/best_so_far": record["best_so_far"]}
         if "real_mean" in record:
             log["real/return_mean"] = record["real_mean"]
+            log["real/death_sum_per_episode"] = record["real_death_sum"]
         self.wandb.log(log, step=record["generation"])
 
 

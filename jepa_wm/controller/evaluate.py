@@ -31,12 +31,12 @@ def eval_seeds(seed: int, episodes: int) -> np.ndarray:
 
 
 def real_scores(cfg, vision, memory, controller: ControllerFile, episodes: int,
-                workers: int, on_episode=None) -> np.ndarray:
-    """Returns of ``episodes`` real episodes with the fixed evaluation seeds."""
-    out = play_real(cfg, vision, memory, controller.population(1),
-                    np.zeros(episodes, dtype=np.int64), eval_seeds(cfg.seed, episodes),
-                    controller.include_cell, workers, on_episode)
-    return out["returns"]
+                workers: int, on_episode=None) -> dict:
+    """``episodes`` real episodes with the fixed evaluation seeds: ``play_real``'s record
+    (``returns``, ``lengths``, ``died``, ``hazard_sums``)."""
+    return play_real(cfg, vision, memory, controller.population(1),
+                     np.zeros(episodes, dtype=np.int64), eval_seeds(cfg.seed, episodes),
+                     controller.include_cell, workers, on_episode)
 
 
 def dream_scores(dream: Dream, controller: ControllerFile, episodes: int,
@@ -75,23 +75,38 @@ def summary_line(results: dict) -> str:
     return (f"{results['variant']} seed {results['seed']}: real {results['real_mean']:.1f} "
             f"± {results['real_std']:.1f} over {len(results['real_scores'])} episodes, dream "
             f"{results['dream_mean']:.1f} (tau {results['tau']}), gap "
-            f"{results['dream_real_gap']:+.1f}")
+            f"{results['dream_real_gap']:+.1f}" + (
+                f", M's Σ p(done) on C's real episodes {results['c_death_sum_per_episode']:.2f}"
+                f" (deaths {results['c_deaths_per_episode']:.2f})"
+                if "c_death_sum_per_episode" in results else ""))
 
 
 def evaluate(cfg, vision, memory, controller: ControllerFile, dream: Dream,
              on_episode=None) -> dict:
-    """Real and dream scores of one controller -> the core of ``results.json``."""
+    """Real and dream scores of one controller -> the core of ``results.json``.
+
+    Beside the scores, M's death calibration where the controller goes:
+    ``c_death_sum_per_episode``, M's hazard summed along each of C's real episodes (mean),
+    against ``c_deaths_per_episode``, the share of them that ended in a death. The
+    fidelity stage measures the head on the data policy's episodes; a head that is
+    calibrated there and sums to well under the deaths here rates C's own states safer than
+    the game does, a hole CMA-ES found. Equal sums with a dream score far above the real
+    one put the hole in the dream's free-running dynamics instead."""
     ev = cfg.evaluate
     start = time.time()
     with single_thread():
-        real = real_scores(cfg, vision, memory, controller, ev.episodes, ev.workers,
-                           on_episode)
+        played = real_scores(cfg, vision, memory, controller, ev.episodes, ev.workers,
+                             on_episode)
         real_seconds = time.time() - start
         dream_returns = dream_scores(dream, controller, ev.dream_episodes, cfg.seed)
+    real = played["returns"]
     return {"real_mean": float(real.mean()), "real_std": float(real.std()),
             "real_scores": [float(x) for x in real],
             "real_seeds": [int(s) for s in eval_seeds(cfg.seed, ev.episodes)],
             "dream_mean": float(dream_returns.mean()),
             "dream_std": float(dream_returns.std()),
             "dream_real_gap": float(dream_returns.mean() - real.mean()),
+            "c_death_sum_per_episode": float(played["hazard_sums"].mean()),
+            "c_deaths_per_episode": float(played["died"].mean()),
+            "real_death_sums": [float(x) for x in played["hazard_sums"]],
             "tau": dream.tau, "real_wall_time": real_seconds}

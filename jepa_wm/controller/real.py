@@ -50,13 +50,18 @@ def play_real(cfg, vision, memory, population: ControllerPopulation, owners: np.
     """Play one real episode per job: job j uses candidate ``owners[j]`` of ``population``
     and env seed ``seeds[j]``.
 
-    Returns ``returns`` ``(J,)`` float, ``lengths`` ``(J,)`` int and ``steps`` (agent steps
-    taken in all). ``on_episode(j, return)`` is called as each job ends (progress bars).
+    Returns ``returns`` ``(J,)`` float, ``lengths`` ``(J,)`` int, ``steps`` (agent steps
+    taken in all), ``died`` ``(J,)`` bool (the episode terminated, not truncated) and
+    ``hazard_sums`` ``(J,)``: M's death hazard summed along each episode as it was played,
+    i.e. M teacher-forced on the controller's own real episodes (a head calibrated where
+    the controller goes sums to ``died``'s mean). ``on_episode(j, return)`` is called as
+    each job ends (progress bars).
     """
     J = len(owners)
     W = max(1, min(workers, J))
     H = memory.net.hidden_size
     returns, lengths = np.zeros(J), np.zeros(J, dtype=np.int64)
+    hazard_sums, died = np.zeros(J), np.zeros(J, dtype=bool)
     job = np.arange(W)  # job each env is playing; -1 = idle (no jobs left)
     next_job, steps = W, 0
     with reap_engines(), closing(make_real_envs(cfg, W)) as envs:
@@ -68,21 +73,26 @@ def play_real(cfg, vision, memory, population: ControllerPopulation, owners: np.
             x = torch.cat([z, h, c] if include_cell else [z, h], dim=-1)
             owner = torch.as_tensor(owners[np.maximum(job, 0)], dtype=torch.long)
             env_action, vec = population(x, owner)
-            _, h, c = memory.net.step(z, vec, h, c)
+            pred, h, c = memory.net.step(z, vec, h, c)
+            hazard = memory.hazard(pred.done_logit).double().numpy()
             obs, reward, terminated, truncated, _ = envs.step(env_action.numpy())
             active = job >= 0
             returns[job[active]] += reward[active]
+            hazard_sums[job[active]] += hazard[active]
             lengths[job[active]] += 1
             steps += int(active.sum())
             ended = np.asarray(terminated) | np.asarray(truncated)
             if ended.any():
                 reset_seeds = [None] * W
                 for i in np.flatnonzero(ended):
-                    if job[i] >= 0 and on_episode is not None:
-                        on_episode(int(job[i]), float(returns[job[i]]))
+                    if job[i] >= 0:
+                        died[job[i]] = bool(terminated[i])
+                        if on_episode is not None:
+                            on_episode(int(job[i]), float(returns[job[i]]))
                     job[i] = next_job if next_job < J else -1
                     next_job += job[i] >= 0
                     reset_seeds[i] = int(seeds[job[i]]) if job[i] >= 0 else None
                     h[i], c[i] = 0.0, 0.0
                 obs, _ = envs.reset(seed=reset_seeds, options={"reset_mask": ended})
-    return {"returns": returns, "lengths": lengths, "steps": steps}
+    return {"returns": returns, "lengths": lengths, "steps": steps, "died": died,
+            "hazard_sums": hazard_sums}

@@ -20,6 +20,8 @@ from jepa_wm.report.runs import STAGES, SeedRun, pick, wall_times
 FIDELITY_KEYS = ("death_sum_per_episode", "brier", "policy_survival_dream",
                  "policy_survival_real", "policy_survival_ratio", "open_loop_mse_10",
                  "copy_mse_10", "open_loop_mse_50", "copy_mse_50", "hold_survival_ratio_max")
+#: results.json figures of M's death head on C's own real episodes (``evaluate``).
+C_FIDELITY_KEYS = ("c_death_sum_per_episode", "c_deaths_per_episode")
 CONFIDENCE = 0.95
 N_RESAMPLES = 10_000
 RANDOM_STATE = 0
@@ -124,6 +126,8 @@ def summarize(runs: list[SeedRun], baseline: str = "vae") -> list[dict[str, Any]
             "v_tflops": _mean([pick(r.vision, ("budget/flops",)) / 1e12 for r in ok]),
             "v_train_s": _mean([pick(r.vision, ("budget/seconds",)) for r in ok]),
         }
+        for key in C_FIDELITY_KEYS:  # evaluate's, on C's own real episodes
+            row[key] = _mean([r.results.get(key, math.nan) for r in ok])
         for key in FIDELITY_KEYS:
             row[f"fidelity_{key}"] = _mean([(r.results.get("fidelity") or {}).get(key, math.nan)
                                             for r in ok])

@@ -76,7 +76,10 @@ FIDELITY_NOTE = ("Held-out episodes M never trained on: Σ p(done) per episode (
                  "10 and 50 steps against copying the last z (standardised units); the hold "
                  "ratio: the largest dream/game survival ratio of holding one action for a "
                  "whole episode (a dream that rates a hold safer than the game, > 1, is one "
-                 "a controller can exploit by running into a wall).")
+                 "a controller can exploit by running into a wall). C's episodes: M's "
+                 "hazard summed along the trained controller's real evaluation episodes "
+                 "against the share that ended in a death (under it: M rates C's own states "
+                 "safer than the game).")
 FIDELITY_COLUMNS = [("variant", "variant", 0),
                     ("fidelity_death_sum_per_episode", "Σ p(done)/episode", 2),
                     ("fidelity_brier", "Brier", 5),
@@ -87,7 +90,9 @@ FIDELITY_COLUMNS = [("variant", "variant", 0),
                     ("fidelity_copy_mse_10", "copy@10", 3),
                     ("fidelity_open_loop_mse_50", "open-loop MSE@50", 3),
                     ("fidelity_copy_mse_50", "copy@50", 3),
-                    ("fidelity_hold_survival_ratio_max", "hold ratio", 2)]
+                    ("fidelity_hold_survival_ratio_max", "hold ratio", 2),
+                    ("c_death_sum_per_episode", "C's episodes: Σ p(done)", 2),
+                    ("c_deaths_per_episode", "deaths", 2)]
 
 
 SCALING_NOTE = ("The sweep's variants at several data budgets (`overrides: {episodes: "

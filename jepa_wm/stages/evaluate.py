@@ -56,7 +56,7 @@ def tau_table(cfg: Namespace, memory, vision, latents, store, out: Path) -> list
         dream_mean = float(dream_scores(dream, controller, cfg.evaluate.dream_episodes,
                                         cfg.seed).mean())
         real = real_scores(cfg, vision, memory, controller, cfg.evaluate.episodes,
-                           cfg.evaluate.workers)
+                           cfg.evaluate.workers)["returns"]
         rows.append({"tau": tau, "dream_mean": dream_mean, "real_mean": float(real.mean()),
                      "real_std": float(real.std())})
         print(f"evaluate: tau {tau:g}: dream {dream_mean:.1f}, real {real.mean():.1f}")
@@ -74,7 +74,9 @@ def log_results(cfg: Namespace, out: Path, results: dict) -> None:
         run.summary.update({"real/return_mean": results["real_mean"],
                             "real/return_std": results["real_std"],
                             "dream/return_mean": results["dream_mean"],
-                            "dream_real_gap": results["dream_real_gap"]})
+                            "dream_real_gap": results["dream_real_gap"],
+                            "real/c_death_sum_per_episode": results["c_death_sum_per_episode"],
+                            "real/c_deaths_per_episode": results["c_deaths_per_episode"]})
         if results.get("tau_table"):
             import wandb
 
