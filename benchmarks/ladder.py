@@ -279,7 +279,10 @@ def write_results(runs: Path, out: Path, note: str) -> str:
              ("- C's real episodes: M's hazard summed along each of the evaluated C's 50 real "
               "episodes as they were played, against the share that died (evaluate revision "
               "2; — for runs evaluated before it): under it, M rates C's own states safer "
-              "than the game"),
+              "than the game; C's deaths per 1,000 steps in the game, M's hazard on those "
+              "steps, and C's deaths per 1,000 dream steps (evaluate revision 3): game / M "
+              "above 1 is the death head underrating C's states, M / dream above 1 the "
+              "dream's trajectories reaching safer states than the game's"),
              ("- baselines on seed 0's evaluation seeds: `benchmarks/results/baselines_seeds0.md` "
               "(each seed has its own 50 evaluation seeds)"),
              "", *seed_summary(rows), "## Budgets", "", "| rung | seed | budget | measured |", "|---|---:|---|---|"]
@@ -288,8 +291,9 @@ def write_results(runs: Path, out: Path, note: str) -> str:
     lines += ["", "## Dream fidelity and scores", "",
               ("| rung | seed | Σ p(done)/ep | Brier | survival dream / game (ratio) | "
               "open-loop MSE @10 / copy | @50 / copy | hold ratio | C dream | C real ± std | "
-              "real 95% CI | C's real episodes: Σ p(done) / died |"),
-              "|---|---:|---:|---:|---|---|---|---:|---:|---:|---|---|"]
+              "real 95% CI | C's real episodes: Σ p(done) / died | C's deaths per 1k steps: "
+              "game / M's hazard there / dream |"),
+              "|---|---:|---:|---:|---|---|---|---:|---:|---:|---|---|---|"]
     for r in rows:
         f, res = r["fidelity"], r["results"]
         ci = "—" if not res.get("real_ci") else "[{:.0f}, {:.0f}]".format(*res["real_ci"])
@@ -303,7 +307,9 @@ def write_results(runs: Path, out: Path, note: str) -> str:
             f"{_f(res.get('real_mean'), 1)} ± "
             f"{_f(res.get('real_std'), 1)} | {ci} | "
             f"{_f(res.get('c_death_sum_per_episode'), 2)} / "
-            f"{_f(res.get('c_deaths_per_episode'), 2)} |")
+            f"{_f(res.get('c_deaths_per_episode'), 2)} | "
+            + " / ".join(_f(1e3 * res[k] if k in res else None, 2) for k in (
+                "c_death_rate_game", "c_hazard_rate_game", "c_death_rate_dream")) + " |")
     lines += ["", "## Against the issue's targets", "",
               ("| rung | seed | Σ p(done) in 0.9-1.1 | data policy's dream survival within ±20% "
               "of the game's | real >= 750 |"), "|---|---:|---|---|---|"]

@@ -106,7 +106,7 @@ PIPELINE: tuple[Stage, ...] = (
                    "controller": ("iterate", "best.npz"), "latents": _Z, "data": _STORE,
                    "fidelity": ("iterate", "fidelity.json")},
           keys=("evaluate", "controller_train", "seed", *ENV_KEYS),
-          revision=2),  # 2: M's death calibration on C's real episodes (c_death_sum_...)
+          revision=3),  # 2, 3: M's death calibration on C's real episodes, death rates
 )
 
 STAGE = {s.name: s for s in PIPELINE}

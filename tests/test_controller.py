@@ -58,6 +58,20 @@ def test_population_rows_use_their_owners_parameters(action):
     torch.testing.assert_close(batched, one_by_one)
 
 
+def test_death_rates_split_the_dream_real_gap():
+    """Per step: deaths in the game, M's hazard on the game's steps, deaths in the dream
+    (a dream that ran to the step limit did not die)."""
+    from jepa_wm.controller.evaluate import death_rates
+
+    played = {"lengths": np.array([300, 700]), "died": np.array([True, False]),
+              "hazard_sums": np.array([0.5, 0.3])}
+    dreamed = {"lengths": np.array([100, 2100, 800, 2100])}
+    rates = death_rates(played, dreamed, max_steps=2100)
+    assert rates == pytest.approx({"c_death_rate_game": 1 / 1000,
+                                   "c_hazard_rate_game": 0.8 / 1000,
+                                   "c_death_rate_dream": 2 / 5100})
+
+
 def test_controller_file_round_trip_and_bad_file(tmp_path):
     action = ActionSpace(gym.spaces.Discrete(3))
     c = ControllerFile(np.arange(num_params(8 + 4, action), dtype=np.float32), 8, 4, False,
@@ -150,7 +164,8 @@ def test_cmaes_improves_dream_fitness_then_evaluate_writes_results(run_dir):
     assert len(sums) == 2 and min(sums) > 0
     assert results["c_death_sum_per_episode"] == pytest.approx(np.mean(sums))
     assert results["c_deaths_per_episode"] in (0.0, 0.5, 1.0)
-    assert "on C's real episodes" in proc.stdout
+    assert 0 < results["c_hazard_rate_game"] and 0 <= results["c_death_rate_dream"] < 1
+    assert "C's deaths per 1,000 steps" in proc.stdout
 
 
 def test_evaluate_tau_table_trains_c_at_each_other_tau(run_dir):

@@ -40,13 +40,31 @@ def real_scores(cfg, vision, memory, controller: ControllerFile, episodes: int,
 
 
 def dream_scores(dream: Dream, controller: ControllerFile, episodes: int,
-                 seed: int) -> np.ndarray:
-    """Returns of ``episodes`` dreams (one batch) of ``controller``."""
+                 seed: int) -> dict[str, np.ndarray]:
+    """``episodes`` dreams (one batch) of ``controller``: their ``returns`` and
+    ``lengths``."""
     population = controller.population(1)
     generator = torch.Generator().manual_seed(EVAL_SEED_BASE + seed)
     out = rollout(dream, lambda x, index: population(x, torch.zeros_like(index))[1], episodes,
                   generator, controller.include_cell)
-    return out["returns"].numpy()
+    return {"returns": out["returns"].numpy(), "lengths": out["lengths"].numpy()}
+
+
+def death_rates(played: dict, dreamed: dict, max_steps: int) -> dict[str, float]:
+    """Deaths per step of C in the game, M's hazard per step along those same real steps,
+    and deaths per step in C's dreams (a dream that stops before ``max_steps`` died).
+
+    The dream's survival over the game's is about ``c_death_rate_game / c_death_rate_dream``
+    and splits into two factors: ``game / M on the game`` (M's death head where C goes:
+    above 1, M underrates the danger of C's real states) times ``M on the game / dream``
+    (the dream's own trajectories: above 1, the states C reaches in the dream are safer
+    than the ones it reaches in the game)."""
+    real_steps = float(played["lengths"].sum())
+    dream_lengths = np.asarray(dreamed["lengths"])
+    return {"c_death_rate_game": float(played["died"].sum()) / real_steps,
+            "c_hazard_rate_game": float(played["hazard_sums"].sum()) / real_steps,
+            "c_death_rate_dream": float((dream_lengths < max_steps).sum())
+            / float(dream_lengths.sum())}
 
 
 def stage_wall_times(folders: dict[str, Path]) -> dict[str, float]:
@@ -76,9 +94,10 @@ def summary_line(results: dict) -> str:
             f"± {results['real_std']:.1f} over {len(results['real_scores'])} episodes, dream "
             f"{results['dream_mean']:.1f} (tau {results['tau']}), gap "
             f"{results['dream_real_gap']:+.1f}" + (
-                f", M's Σ p(done) on C's real episodes {results['c_death_sum_per_episode']:.2f}"
-                f" (deaths {results['c_deaths_per_episode']:.2f})"
-                if "c_death_sum_per_episode" in results else ""))
+                f"; C's deaths per 1,000 steps: game {1e3 * results['c_death_rate_game']:.2f},"
+                f" M's hazard on those steps {1e3 * results['c_hazard_rate_game']:.2f}, dream "
+                f"{1e3 * results['c_death_rate_dream']:.2f}"
+                if "c_death_rate_dream" in results else ""))
 
 
 def evaluate(cfg, vision, memory, controller: ControllerFile, dream: Dream,
@@ -91,15 +110,16 @@ def evaluate(cfg, vision, memory, controller: ControllerFile, dream: Dream,
     fidelity stage measures the head on the data policy's episodes; a head that is
     calibrated there and sums to well under the deaths here rates C's own states safer than
     the game does, a hole CMA-ES found. Equal sums with a dream score far above the real
-    one put the hole in the dream's free-running dynamics instead."""
+    one put the hole in the dream's free-running dynamics instead; ``death_rates`` splits
+    the dream-real gap into those two factors."""
     ev = cfg.evaluate
     start = time.time()
     with single_thread():
         played = real_scores(cfg, vision, memory, controller, ev.episodes, ev.workers,
                              on_episode)
         real_seconds = time.time() - start
-        dream_returns = dream_scores(dream, controller, ev.dream_episodes, cfg.seed)
-    real = played["returns"]
+        dreamed = dream_scores(dream, controller, ev.dream_episodes, cfg.seed)
+    real, dream_returns = played["returns"], dreamed["returns"]
     return {"real_mean": float(real.mean()), "real_std": float(real.std()),
             "real_scores": [float(x) for x in real],
             "real_seeds": [int(s) for s in eval_seeds(cfg.seed, ev.episodes)],
@@ -109,4 +129,5 @@ def evaluate(cfg, vision, memory, controller: ControllerFile, dream: Dream,
             "c_death_sum_per_episode": float(played["hazard_sums"].mean()),
             "c_deaths_per_episode": float(played["died"].mean()),
             "real_death_sums": [float(x) for x in played["hazard_sums"]],
+            **death_rates(played, dreamed, dream.max_steps),
             "tau": dream.tau, "real_wall_time": real_seconds}

@@ -79,7 +79,10 @@ FIDELITY_NOTE = ("Held-out episodes M never trained on: Σ p(done) per episode (
                  "a controller can exploit by running into a wall). C's episodes: M's "
                  "hazard summed along the trained controller's real evaluation episodes "
                  "against the share that ended in a death (under it: M rates C's own states "
-                 "safer than the game).")
+                 "safer than the game). C's deaths per step in the game, M's hazard per step "
+                 "on those same steps, and C's deaths per step in its dreams: game / M "
+                 "above 1 is M's death head underrating C's states, M / dream above 1 the "
+                 "dream's own trajectories being safer than the game's.")
 FIDELITY_COLUMNS = [("variant", "variant", 0),
                     ("fidelity_death_sum_per_episode", "Σ p(done)/episode", 2),
                     ("fidelity_brier", "Brier", 5),
@@ -92,7 +95,10 @@ FIDELITY_COLUMNS = [("variant", "variant", 0),
                     ("fidelity_copy_mse_50", "copy@50", 3),
                     ("fidelity_hold_survival_ratio_max", "hold ratio", 2),
                     ("c_death_sum_per_episode", "C's episodes: Σ p(done)", 2),
-                    ("c_deaths_per_episode", "deaths", 2)]
+                    ("c_deaths_per_episode", "deaths", 2),
+                    ("c_death_rate_game", "C deaths/step: game", 5),
+                    ("c_hazard_rate_game", "M's hazard/step there", 5),
+                    ("c_death_rate_dream", "dream", 5)]
 
 
 SCALING_NOTE = ("The sweep's variants at several data budgets (`overrides: {episodes: "

@@ -54,7 +54,7 @@ def tau_table(cfg: Namespace, memory, vision, latents, store, out: Path) -> list
             Trainer(cfg, memory, dream, None, folder).run()
             controller = ControllerFile.load(folder / "best.npz")
         dream_mean = float(dream_scores(dream, controller, cfg.evaluate.dream_episodes,
-                                        cfg.seed).mean())
+                                        cfg.seed)["returns"].mean())
         real = real_scores(cfg, vision, memory, controller, cfg.evaluate.episodes,
                            cfg.evaluate.workers)["returns"]
         rows.append({"tau": tau, "dream_mean": dream_mean, "real_mean": float(real.mean()),
@@ -76,7 +76,10 @@ def log_results(cfg: Namespace, out: Path, results: dict) -> None:
                             "dream/return_mean": results["dream_mean"],
                             "dream_real_gap": results["dream_real_gap"],
                             "real/c_death_sum_per_episode": results["c_death_sum_per_episode"],
-                            "real/c_deaths_per_episode": results["c_deaths_per_episode"]})
+                            "real/c_deaths_per_episode": results["c_deaths_per_episode"],
+                            **{f"real/{k}": results[k] for k in (
+                                "c_death_rate_game", "c_hazard_rate_game",
+                                "c_death_rate_dream")}})
         if results.get("tau_table"):
             import wandb
 
