@@ -52,6 +52,7 @@ def real_behaviour(cfg, vision, memory, controller, episodes: int) -> dict:
     pop = controller.population(1)
     n_actions = controller.action.controller_dim
     counts, ys, lengths = np.zeros(n_actions), [], []
+    zs, states, hazards, died = [], [], [], []  # per step (z as M sees it), per episode
     noise = torch.Generator().manual_seed(0)
     H = memory.net.hidden_size
     for ep in range(episodes):
@@ -62,18 +63,25 @@ def real_behaviour(cfg, vision, memory, controller, episodes: int) -> dict:
             z = observe(vision, memory, obs[None], partial(torch.randn, generator=noise))
             x = torch.cat([z, h, c] if controller.include_cell else [z, h], -1)
             action, vec = pop(x, torch.zeros(1, dtype=torch.long))
-            _, h, c = memory.net.step(z, vec, h, c)
+            pred, h, c = memory.net.step(z, vec, h, c)
+            zs.append(z[0].numpy())
+            hazards.append(float(memory.hazard(pred.done_logit)[0]))
             obs, _, terminated, truncated, info = env.step(int(action[0]))
+            states.append(np.asarray(info["state"], np.float64))
             counts[int(action[0])] += 1
             steps += 1
             if "player_y" in names and np.isfinite(info["state"][names.index("player_y")]):
                 ys.append(float(info["state"][names.index("player_y")]))
             if terminated or truncated:
+                died.append(bool(terminated))
                 break
         lengths.append(steps)
     env.close()
     return {"actions": counts / counts.sum(), "length_mean": float(np.mean(lengths)),
-            "y_quantiles": np.quantile(ys, [0.05, 0.25, 0.5, 0.75, 0.95]) if ys else None}
+            "y_quantiles": np.quantile(ys, [0.05, 0.25, 0.5, 0.75, 0.95]) if ys else None,
+            "z": np.stack(zs), "state": np.stack(states), "state_names": names,
+            "hazard": np.asarray(hazards), "lengths": np.asarray(lengths),
+            "died": np.asarray(died)}
 
 
 @torch.no_grad()
@@ -84,16 +92,20 @@ def dream_behaviour(cfg, memory, latents, store, controller, dreams: int) -> dic
     dream = make_dream(cfg.controller_train, memory, latents, store)
     pop = controller.population(1)
     counts = torch.zeros(controller.action.controller_dim)
+    zs = []  # every live dream's z at every step, as M sees it
 
     def policy(x, index):
         action, vec = pop(x, torch.zeros_like(index))
         counts.index_add_(0, action.long(), torch.ones(len(action)))
+        zs.append(x[:, :memory.latent_dim].clone())
         return vec
 
     out = rollout(dream, policy, dreams, torch.Generator().manual_seed(1),
                   controller.include_cell)
     return {"actions": (counts / counts.sum()).numpy(),
-            "length_mean": float(out["lengths"].float().mean())}
+            "length_mean": float(out["lengths"].float().mean()),
+            "z": torch.cat(zs).numpy(), "lengths": out["lengths"].numpy(),
+            "max_steps": dream.max_steps}
 
 
 def main() -> None:
