@@ -34,6 +34,8 @@ TARGETS = ("player_y", "fireballs")
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 #: Frames of the store the probes are fitted on (spread evenly), and of the dreams read.
 MAX_FRAMES = 200_000
+#: A step M rates above this hazard is a death it sees coming (a fireball hitting).
+SHARP = 0.1
 
 
 def fit_probes(memory, latents, store) -> dict[str, np.ndarray]:
@@ -61,6 +63,10 @@ def read(w: np.ndarray, z: np.ndarray) -> np.ndarray:
     return np.asarray(z, np.float64) @ w[:-1] + w[-1]
 
 
+def _mean(x: np.ndarray) -> float:
+    return float(np.mean(x)) if len(x) else float("nan")
+
+
 def fmt_q(values: np.ndarray) -> str:
     values = values[np.isfinite(values)]
     return "/".join(f"{q:.0f}" for q in np.quantile(values, QUANTILES)) if len(values) else "—"
@@ -86,11 +92,14 @@ def main() -> None:
             "the real z, the probe's on the dream z. The probes are ridge maps from z (as "
             "M sees it) fitted on the run's rollout store (random play); a probe's bias on "
             "C's real states shows in real-true against real-probe, so compare dream-probe "
-            "with real-probe.\n\n"
+            "with real-probe. Where M's hazard mass sits: the share of it on steps M rates "
+            "above 0.1 (a fireball hitting), in the game (teacher-forced on C's real steps) "
+            "and in the dreams; and the mean hazard on the step each death happened.\n\n"
             "| run | real eps / mean length | dreams / mean length | deaths per 1k: game / "
             "M's hazard there / dream | y: game | y: probe on real z | y: probe on dream z |"
-            " fireballs: game / probe real / probe dream | written |\n"
-            "|---|---|---|---|---|---|---|---|---|\n")
+            " fireballs: game / probe real / probe dream | hazard mass at p > 0.1: game / "
+            "dream | hazard on the death step: game / dream | written |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|\n")
     for run in args.runs:
         run = run.resolve()
         cfg, memory, vision, latents, store, controller = load(run, None)
@@ -108,12 +117,20 @@ def main() -> None:
         y_true = real["state"][:, names.index("player_y")]
         f_true = real["state"][:, names.index("fireballs")]
         f_real, f_dream = read(probes["fireballs"], real["z"]), read(probes["fireballs"], dz)
+        # where M's hazard mass sits: on states it rates near-certain death (a fireball
+        # hitting), or spread thin; and the hazard on the step each death happened
+        sharp = (real["hazard"][real["hazard"] > SHARP].sum() / real["hazard"].sum(),
+                 dream["hazard"][dream["hazard"] > SHARP].sum() / dream["hazard"].sum())
+        real_last = real["hazard"][np.cumsum(real["lengths"]) - 1][real["died"]]
+        dream_last = dream["last_hazard"][dream["lengths"] < dream["max_steps"]]
         row = (f"| {'/'.join(run.parts[-3:])} | {args.episodes} / {real['length_mean']:.0f} | "
                f"{args.dreams} / {dream['length_mean']:.0f} | "
                + " / ".join(f"{r:.2f}" for r in rates) + " | "
                f"{fmt_q(y_true)} | {fmt_q(read(probes['player_y'], real['z']))} | "
                f"{fmt_q(read(probes['player_y'], dz))} | "
                f"{np.nanmean(f_true):.2f} / {f_real.mean():.2f} / {f_dream.mean():.2f} | "
+               f"{sharp[0]:.2f} / {sharp[1]:.2f} | "
+               f"{_mean(real_last):.3f} / {_mean(dream_last):.3f} | "
                f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {cpu_name()}, "
                f"load {loadavg()} |")
         with open(args.out, "a") as f:
