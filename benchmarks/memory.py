@@ -1,6 +1,8 @@
 """Memory benchmark: MDN-RNN (M) training speed at the sizes of the experiment configs.
 
     python benchmarks/memory.py [--quick] [--threads 2] [--out benchmarks/results/memory.md]
+    python benchmarks/memory.py --experiments ladder/m512_shared_h30 \
+        --precision 32-true bf16-mixed --out benchmarks/results/memory_precision.md
 
 For each experiment (``doom_fast``: LSTM 256, z 32, windows of 32 steps, batch 32;
 ``doom_takecover``: LSTM 512, z 64, windows of 64, batch 64; K = 5 Gaussians per latent
@@ -10,6 +12,12 @@ VizDoom take-cover's 3 discrete actions, and times each optimiser step (forward 
 window, mixture NLL + reward + done losses, backward, gradient clipping, Adam) after
 warm-up steps, data loading excluded. M's cost does not depend on the latents' values,
 so synthetic windows measure the same work as real ones.
+
+``ladder/<rung>`` names a ladder rung (``configs/ladder/<rung>.yaml`` over ``doom_fast``,
+as ``benchmarks/ladder.py`` runs it): ``ladder/m512_shared_h30`` is the solving budget's
+M (LSTM 512, z 32, 16 lanes x 500 steps, one mixture per z). ``--precision`` times each
+size at each Lightning precision (``32-true``, ``bf16-mixed``: autocast, which on a CPU
+with AMX runs the LSTM's and the head's matmuls in bf16 through oneDNN).
 """
 
 from __future__ import annotations
@@ -67,29 +75,33 @@ def sizes(name: str) -> dict:
     """M's sizes and batch of an experiment config (what ``train-memory`` would build)."""
     from jepa_wm.config import experiment_parser, to_dict
 
-    cfg = experiment_parser().parse_args(
-        ["--config", str(ROOT / f"configs/experiments/{name}.yaml")])
+    files = [ROOT / "configs/experiments/doom_fast.yaml", ROOT / f"configs/{name}.yaml"] \
+        if name.startswith("ladder/") else [ROOT / f"configs/experiments/{name}.yaml"]
+    cfg = experiment_parser().parse_args([a for f in files for a in ("--config", str(f))])
     args = to_dict(cfg.memory_model)["init_args"]
     return {"hidden_size": args["hidden_size"], "num_mixtures": args["num_mixtures"],
             "seq_len": args["seq_len"], "lr": args.get("lr", 1e-3),
+            "shared_mixture": bool(args.get("shared_mixture", False)),
             "latent_dim": to_dict(cfg.vision_model)["init_args"]["latent_dim"],
             "batch_size": cfg.memory_train.batch_size}
 
 
-def train_rate(size: dict, steps: int, warmup: int) -> dict:
-    """Steps/s, sequences/s and transitions/s of ``MDNRNNModule`` training at ``size``."""
+def train_rate(size: dict, steps: int, warmup: int, precision: str = "32-true") -> dict:
+    """Steps/s, sequences/s and transitions/s of ``MDNRNNModule`` training at ``size``
+    and Lightning ``precision``."""
     from jepa_wm.memory import MDNRNNModule
 
     pl.seed_everything(0, verbose=False)
     module = MDNRNNModule(latent_dim=size["latent_dim"], action=ACTION,
                           hidden_size=size["hidden_size"], num_mixtures=size["num_mixtures"],
-                          seq_len=size["seq_len"], lr=size["lr"])
+                          seq_len=size["seq_len"], lr=size["lr"],
+                          shared_mixture=size["shared_mixture"])
     data = SyntheticWindows((steps + warmup) * size["batch_size"], size["seq_len"],
                             size["latent_dim"])
     timer = StepTimer(warmup, lambda batch: {"sequences": batch["z"].shape[0]})
     trainer = pl.Trainer(max_steps=steps + warmup, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False,
-                         accelerator="cpu", callbacks=[timer])
+                         accelerator="cpu", callbacks=[timer], precision=precision)
     trainer.fit(module, DataLoader(data, batch_size=size["batch_size"], shuffle=True,
                                    drop_last=True))
     sps = timer.steps / timer.seconds
@@ -105,7 +117,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="A few steps per size (a check).")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--experiments", nargs="*", default=EXPERIMENTS)
+    ap.add_argument("--experiments", nargs="*", default=EXPERIMENTS,
+                    help="Experiment configs, or ladder/<rung> (over doom_fast).")
+    ap.add_argument("--precision", nargs="*", default=["32-true"],
+                    help="Lightning precisions to time each size at.")
     ap.add_argument("--out", default=None,
                     help="Results file (default results/memory.md; --quick: memory_quick.md).")
     args = ap.parse_args()
@@ -116,13 +131,15 @@ def main() -> None:
     load_before, started = loadavg(), datetime.now(timezone.utc)
     rows = []
     for name in args.experiments:
-        size = sizes(name)
-        rate = train_rate(size, steps, warmup)
-        rows.append((name, size, rate))
-        print(f"{name:<16} H {size['hidden_size']:<4} D {size['latent_dim']:<3} T "
-              f"{size['seq_len']:<3} B {size['batch_size']:<3} {rate['steps_per_s']:.1f} "
-              f"steps/s  {rate['sequences_per_s']:.0f} sequences/s  "
-              f"{rate['transitions_per_s']:.0f} transitions/s", flush=True)
+        for precision in args.precision:
+            size = sizes(name)
+            rate = train_rate(size, steps, warmup, precision)
+            rows.append((name, precision, size, rate))
+            print(f"{name:<16} {precision:<10} H {size['hidden_size']:<4} D "
+                  f"{size['latent_dim']:<3} T {size['seq_len']:<3} B {size['batch_size']:<3} "
+                  f"{rate['steps_per_s']:.1f} "
+                  f"steps/s  {rate['sequences_per_s']:.0f} sequences/s  "
+                  f"{rate['transitions_per_s']:.0f} transitions/s", flush=True)
     load_after = loadavg()
 
     cmd = "python benchmarks/memory.py " + " ".join(sys.argv[1:])
@@ -140,12 +157,12 @@ def main() -> None:
          "3 discrete actions" + (" (--quick: a check, not a measurement)" if args.quick
                                  else "")),
         "",
-        ("| experiment | LSTM units | K | z dim | seq_len | batch | steps/s | ms/step | "
-         "sequences/s | transitions/s |"),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ("| experiment | precision | LSTM units | K | z dim | seq_len | batch | steps/s | "
+         "ms/step | sequences/s | transitions/s |"),
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, s, r in rows:
-        lines.append(f"| {name} | {s['hidden_size']} | {s['num_mixtures']} | "
+    for name, precision, s, r in rows:
+        lines.append(f"| {name} | {precision} | {s['hidden_size']} | {s['num_mixtures']} | "
                      f"{s['latent_dim']} | {s['seq_len']} | {s['batch_size']} | "
                      f"{r['steps_per_s']:.1f} | {r['ms_per_step']:.0f} | "
                      f"{r['sequences_per_s']:.0f} | {r['transitions_per_s']:.0f} |")

@@ -221,7 +221,10 @@ class MDNRNNModule(pl.LightningModule):
             self.log(f"val/{k}", out[k], batch_size=max(1, int(weight)), prog_bar=k == "loss")
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, fused=True)
+        # fused Adam at full precision; under mixed precision Lightning clips gradients
+        # through its precision plugin, which refuses an optimizer that unscales itself
+        fused = "mixed" not in str(self.trainer.precision)
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, fused=fused)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
                                     gradient_clip_algorithm=None):

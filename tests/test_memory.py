@@ -158,3 +158,22 @@ def test_z_noise_perturbs_the_inputs_only_and_only_while_training(doom_store, tm
     assert not torch.equal(seen[0], seen[2])  # training input differs from the clean input
     with pytest.raises(Exception, match="z_noise"):
         MDNRNNModule(latent_dim=D, action=DISCRETE, z_noise=-1.0)
+
+
+def test_train_memory_runs_in_bf16_mixed_precision(doom_store, tmp_path):
+    """`memory_train.precision: bf16-mixed` trains (Lightning clips M's gradients through
+    its precision plugin, which refuses a fused Adam) and leaves finite fp32 weights."""
+    store = RolloutStore(doom_store)
+    write_test_latents(store, tmp_path / "z", sigma=True)
+    out = tmp_path / "memory"
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, "-m", "jepa_wm.cli", "train-memory", "--config",
+         "configs/experiments/smoke.yaml", "--latents", str(tmp_path / "z"), "--out", str(out),
+         "--memory_train.precision", "bf16-mixed"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    ckpt = torch.load(out / "final.ckpt", weights_only=True)
+    weights = [v for k, v in ckpt["state_dict"].items() if v.is_floating_point()]
+    assert weights and all(w.dtype == torch.float32 and torch.isfinite(w).all()
+                           for w in weights)
