@@ -223,8 +223,12 @@ class MDNRNNModule(pl.LightningModule):
     def configure_optimizers(self):
         # fused Adam at full precision; under mixed precision Lightning clips gradients
         # through its precision plugin, which refuses an optimizer that unscales itself
-        fused = "mixed" not in str(self.trainer.precision)
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, fused=fused)
+        try:
+            precision = str(self.trainer.precision)
+        except RuntimeError:  # not attached to a Trainer (an optimizer built by hand)
+            precision = "32-true"
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr,
+                                fused="mixed" not in precision)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
                                     gradient_clip_algorithm=None):
