@@ -86,19 +86,25 @@ def test_posterior_latents_are_resampled_every_batch(doom_store, tmp_path):
     np.testing.assert_allclose(noise.std(0).numpy(), [0.2, 0.2, 0.2, 1.0], rtol=0.1)
 
 
-def test_train_memory_holds_out_episodes_and_reports_their_losses(doom_store, tmp_path):
-    """The real CLI: M's checkpoint names its held-out episodes, metrics.json has their
-    losses, and the training episodes are the rest."""
-    store = RolloutStore(doom_store)
+def train_memory_cli(store: RolloutStore, tmp_path: Path, *extra: str) -> Path:
+    """``jepa-wm train-memory`` (the real CLI, smoke config) on test latents of ``store``
+    with ``extra`` arguments; returns its output folder."""
     write_test_latents(store, tmp_path / "z", sigma=True)
     out = tmp_path / "memory"
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
         [sys.executable, "-m", "jepa_wm.cli", "train-memory", "--config",
          "configs/experiments/smoke.yaml", "--latents", str(tmp_path / "z"), "--out", str(out),
-         "--memory_train.val_fraction", "0.5"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+         *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
+    return out
+
+
+def test_train_memory_holds_out_episodes_and_reports_their_losses(doom_store, tmp_path):
+    """The real CLI: M's checkpoint names its held-out episodes, metrics.json has their
+    losses, and the training episodes are the rest."""
+    store = RolloutStore(doom_store)
+    out = train_memory_cli(store, tmp_path, "--memory_train.val_fraction", "0.5")
     import json
 
     metrics = json.loads((out / "metrics.json").read_text())
@@ -163,16 +169,8 @@ def test_z_noise_perturbs_the_inputs_only_and_only_while_training(doom_store, tm
 def test_train_memory_runs_in_bf16_mixed_precision(doom_store, tmp_path):
     """`memory_train.precision: bf16-mixed` trains (Lightning clips M's gradients through
     its precision plugin, which refuses a fused Adam) and leaves finite fp32 weights."""
-    store = RolloutStore(doom_store)
-    write_test_latents(store, tmp_path / "z", sigma=True)
-    out = tmp_path / "memory"
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(
-        [sys.executable, "-m", "jepa_wm.cli", "train-memory", "--config",
-         "configs/experiments/smoke.yaml", "--latents", str(tmp_path / "z"), "--out", str(out),
-         "--memory_train.precision", "bf16-mixed"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
-    assert run.returncode == 0, run.stderr[-2000:]
+    out = train_memory_cli(RolloutStore(doom_store), tmp_path,
+                           "--memory_train.precision", "bf16-mixed")
     ckpt = torch.load(out / "final.ckpt", weights_only=True)
     weights = [v for k, v in ckpt["state_dict"].items() if v.is_floating_point()]
     assert weights and all(w.dtype == torch.float32 and torch.isfinite(w).all()
