@@ -65,6 +65,7 @@ def tau_table(cfg: Namespace, memory, vision, latents, store, out: Path) -> list
 
 def log_results(cfg: Namespace, out: Path, results: dict) -> None:
     """The scores to W&B (summary of the evaluate run, plus the tau table)."""
+    from jepa_wm.report.stats import C_FIDELITY_KEYS
     from jepa_wm.tracking import wandb_run
 
     run = wandb_run(cfg, "evaluate", out)
@@ -75,11 +76,7 @@ def log_results(cfg: Namespace, out: Path, results: dict) -> None:
                             "real/return_std": results["real_std"],
                             "dream/return_mean": results["dream_mean"],
                             "dream_real_gap": results["dream_real_gap"],
-                            "real/c_death_sum_per_episode": results["c_death_sum_per_episode"],
-                            "real/c_deaths_per_episode": results["c_deaths_per_episode"],
-                            **{f"real/{k}": results[k] for k in (
-                                "c_death_rate_game", "c_hazard_rate_game",
-                                "c_death_rate_dream")}})
+                            **{f"real/{k}": results[k] for k in C_FIDELITY_KEYS}})
         if results.get("tau_table"):
             import wandb
 
