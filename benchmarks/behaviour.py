@@ -44,10 +44,9 @@ def load(run: Path, round_dir: Path | None):
 @torch.no_grad()
 def real_behaviour(cfg, vision, memory, controller, episodes: int) -> dict:
     from jepa_wm.controller.real import observe
-    from jepa_wm.envs import make_env, state_names
+    from jepa_wm.envs import EnvSettings, state_names
 
-    env = make_env(cfg.env, image_size=cfg.image_size, frame_skip=cfg.frame_skip,
-                   max_episode_steps=cfg.max_episode_steps, game_state=True)
+    env = EnvSettings.of(cfg).factory(game_state=True)()
     names = state_names(env)
     pop = controller.population(1)
     n_actions = controller.action.controller_dim

@@ -23,10 +23,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 from common import results_path  # benchmarks/common.py (scripts run from their folder)
-from jsonargparse import Namespace
 
 from jepa_wm.dream import Dream, rollout
-from jepa_wm.envs import ActionSpace
+from jepa_wm.envs import ActionSpace, EnvSettings
 from jepa_wm.memory import MDNRNNModule
 from jepa_wm.nets.controller import ControllerPopulation, controller_input_dim, num_params
 
@@ -77,12 +76,11 @@ def real_speed(memory: MDNRNNModule, episodes: int, workers: int) -> float:
     from jepa_wm.vision import RandomModule
 
     vision = RandomModule(latent_dim=LATENT).eval()
-    cfg = Namespace(env="VizdoomTakeCover-v1", image_size=64, frame_skip=1,
-                    max_episode_steps=2100)
+    env = EnvSettings("VizdoomTakeCover-v1", image_size=64, frame_skip=1, max_episode_steps=2100)
     pop = population(1, memory.net.hidden_size)
     owners = np.zeros(episodes, dtype=np.int64)
     start = time.perf_counter()
-    out = play_real(cfg, vision, memory, pop, owners, np.arange(episodes), False, workers)
+    out = play_real(env, vision, memory, pop, owners, np.arange(episodes), False, workers)
     return out["steps"] / (time.perf_counter() - start)
 
 

@@ -75,6 +75,7 @@ def run_round(k: int, base: dict, prev, stores: list, sets: list, folder: Path):
     from jepa_wm.controller.cmaes import make_dream
     from jepa_wm.controller.evaluate import evaluate
     from jepa_wm.data import RolloutStore
+    from jepa_wm.envs import EnvSettings
     from jepa_wm.io import read_json, write_json
     from jepa_wm.iterate import Models, round_summary
     from jepa_wm.iterate import run_round as iterate_round
@@ -98,7 +99,8 @@ def run_round(k: int, base: dict, prev, stores: list, sets: list, folder: Path):
     times["fidelity"] = time.time() - start
     start = time.time()
     dream = make_dream(cfg.controller_train, models.memory, base["latents"], base["store"])
-    ev = evaluate(cfg, base["vision"], models.memory, models.controller, dream)
+    ev = evaluate(cfg.evaluate, cfg.seed, EnvSettings.of(cfg), base["vision"], models.memory,
+                  models.controller, dream)
     times["evaluate"] = time.time() - start
     summary = round_summary(folder, stores[-1])
     row = {"round": k, "collected": {key: summary[key] for key in (

@@ -142,7 +142,7 @@ def our_vae(store):
     cfg = experiment_parser().parse_args([
         "--config", str(ROOT / "configs/experiments/doom_fast.yaml"),
         "--config", str(ROOT / "configs/variants/vae.yaml")])
-    return cfg, build_vision(resolve_spec(cfg, store))
+    return cfg, build_vision(resolve_spec(cfg.vision_model, store))
 
 
 def module_loss(model):

@@ -46,7 +46,7 @@ def load_variant(name: str, store):
     cfg = experiment_parser().parse_args([
         "--config", str(ROOT / "configs/experiments/smoke.yaml"),
         "--config", str(ROOT / f"configs/variants/{name}.yaml")])
-    return build_vision(resolve_spec(cfg, store))
+    return build_vision(resolve_spec(cfg.vision_model, store))
 
 
 def train_rate(model, store, steps: int, warmup: int, batch: int) -> dict:

@@ -93,11 +93,12 @@ def fit_round_memory(cfg, memory_path: Path, store, latents, episodes: np.ndarra
     """Step 3 of a round: the M at ``memory_path`` trained ``iterate.memory_epochs`` more
     epochs on ``episodes`` of ``store``/``latents`` (at ``iterate.memory_lr``) into ``out``."""
     from jepa_wm.memory import fit_memory
+    from jepa_wm.tracking import lightning_logger
 
-    mcfg = copy.deepcopy(cfg)
-    mcfg.memory_train.max_epochs, mcfg.memory_train.max_steps = cfg.iterate.memory_epochs, -1
-    fit_memory(mcfg, round_memory(memory_path, cfg.iterate), store, latents, episodes,
-               val_eps, out, done_hash)
+    tc = copy.deepcopy(cfg.memory_train)
+    tc.max_epochs, tc.max_steps = cfg.iterate.memory_epochs, -1
+    fit_memory(round_memory(memory_path, cfg.iterate), tc, cfg.seed, store, latents, episodes,
+               val_eps, out, done_hash, logger=lightning_logger(cfg, "train-memory", out))
 
 
 @dataclass
@@ -122,6 +123,7 @@ def run_round(cfg, k: int, vision, vision_ckpt: Path, prev: Models, stores: list
     from jepa_wm.data import RolloutStore
     from jepa_wm.data.collect import collect
     from jepa_wm.data.concat import ConcatLatents, ConcatStore
+    from jepa_wm.envs import EnvSettings
     from jepa_wm.io import is_done, mark_done
     from jepa_wm.memory import load_latents, load_memory
     from jepa_wm.stages.train_controller import real_player
@@ -159,8 +161,8 @@ def run_round(cfg, k: int, vision, vision_ckpt: Path, prev: Models, stores: list
     ctl_dir = folder / "controller"
     if not is_done(ctl_dir, STEP_DONE):
         dream = make_dream(cc, memory, base_latents, base_store)
-        real = real_player(cfg, vision, memory, cc.include_cell, cc.workers)
-        timed("train-controller", Trainer(cfg, memory, dream, real, ctl_dir).run)
+        real = real_player(EnvSettings.of(cfg), vision, memory, cc.include_cell, cc.workers)
+        timed("train-controller", Trainer(cc, cfg.seed, memory, dream, real, ctl_dir).run)
         mark_done(ctl_dir, STEP_DONE)
     return Models(memory, mem_dir / "final.ckpt", ControllerFile.load(ctl_dir / "best.npz"))
 

@@ -25,6 +25,7 @@ from jepa_wm.data.latents import latents_store_path
 from jepa_wm.envs.actions import ActionSpace
 from jepa_wm.io import UserError, claim, load_weights, save_checkpoint, write_json
 from jepa_wm.nets.mdnrnn import MDNRNN, gmm_nll
+from jepa_wm.parts import build_part, part_class
 from jepa_wm.steps import (
     AtomicCheckpointIO,
     StepSeed,
@@ -270,29 +271,14 @@ def load_memory(path: str | Path) -> MDNRNNModule:
         raise UserError(f"{path}: is {kind}, not an M checkpoint; accepted: memory/final.ckpt "
                         "written by train-memory")
     spec = ckpt["spec"]
-    module_name, _, cls_name = spec["class_path"].rpartition(".")
-    import importlib
-
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    module = cls(**spec["init_args"])
+    memory_class(spec, f"{path}: spec")
+    module = build_part(spec)
     module.load_state_dict(ckpt["state_dict"])
     module.extra = {k: v for k, v in ckpt.items() if k not in _CKPT_KEYS}
     return module.eval()
 
 
 # ----------------------------------------------------------------------------- stage
-
-
-def _action_space_of_store(store, cfg) -> ActionSpace:
-    """The store's action space (from the store, else from the env itself)."""
-    space = getattr(store, "action_space", None)
-    if space is None:
-        from jepa_wm.envs import make_env
-
-        env = make_env(cfg.env, image_size=cfg.image_size, frame_skip=cfg.frame_skip)
-        space = env.action_space
-        env.close()
-    return ActionSpace.of(space)
 
 
 def loss_summary(module: MDNRNNModule, loader, max_batches: int | None = None
@@ -318,24 +304,23 @@ def loss_summary(module: MDNRNNModule, loader, max_batches: int | None = None
     return {k: v / max(weights[k], 1.0) for k, v in sums.items()}
 
 
-def build_memory(cfg, latents, action: ActionSpace) -> MDNRNNModule:
-    """M as configured in ``cfg.memory_model`` with the data's sizes filled in."""
-    spec = cfg.memory_model
-    if spec is None:
-        spec = {"class_path": "jepa_wm.memory.MDNRNNModule", "init_args": {}}
+def memory_class(spec: Any, where: str = "memory_model") -> type:
+    """The MDNRNNModule (sub)class a spec names; anything else is a ``UserError``."""
+    return part_class(spec, MDNRNNModule, where, "an M", "jepa_wm.memory.MDNRNNModule (or a "
+                      "subclass)")
+
+
+def build_memory(spec: Any, latents, action: ActionSpace) -> MDNRNNModule:
+    """M from its ``memory_model`` section (None: the default MDNRNNModule) with the sizes
+    the data decides filled in: ``latent_dim`` from the latent set, ``action`` from the
+    store, and the latent set's mean and std."""
     from jepa_wm.config import to_dict
 
-    spec = to_dict(spec)
-    module_name, _, cls_name = spec["class_path"].rpartition(".")
-    import importlib
-
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    if not (isinstance(cls, type) and issubclass(cls, MDNRNNModule)):
-        raise UserError(f"memory_model.class_path {spec['class_path']}: not an M; accepted: "
-                        "jepa_wm.memory.MDNRNNModule (or a subclass)")
-    init = {**spec.get("init_args", {}), "latent_dim": latents.latent_dim,
-            "action": ActionSpace.of(action).to_dict()}
-    module = cls(**init)
+    spec = to_dict(spec) if spec is not None else {
+        "class_path": "jepa_wm.memory.MDNRNNModule", "init_args": {}}
+    memory_class(spec, f"memory_model.class_path {spec.get('class_path')}")
+    module = build_part(spec, latent_dim=latents.latent_dim,
+                        action=ActionSpace.of(action).to_dict())
     module.latent_mean.copy_(torch.as_tensor(latents.mean))
     module.latent_std.copy_(torch.as_tensor(np.maximum(latents.std, 1e-6)))
     return module
@@ -368,48 +353,49 @@ def memory_inputs(latents_dir: str | Path, data: str | None = None):
     return latents, store
 
 
-def train_memory(cfg, latents_dir: str | Path, out: str | Path,
-                 data: str | None = None, config_hash: str = "") -> dict:
-    """The ``train-memory`` stage: fit M on the training episodes of the latent set
-    (resuming from ``last.ckpt``), validate on the held-out ones, write ``final.ckpt`` and
-    ``metrics.json``; returns the metrics."""
+def train_memory(spec: Any, tc: Any, seed: int, latents_dir: str | Path, out: str | Path,
+                 data: str | None = None, config_hash: str = "", logger: Any = False) -> dict:
+    """The ``train-memory`` stage: fit the M of ``spec`` (the ``memory_model`` section) on
+    the training episodes of the latent set for the budget of ``tc`` (``memory_train``),
+    resuming from ``last.ckpt``; validate on the held-out ones; write ``final.ckpt`` and
+    ``metrics.json``; returns the metrics. ``logger``: a Lightning logger or False."""
     start = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.memory_train.threads:
-        torch.set_num_threads(cfg.memory_train.threads)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    pl.seed_everything(seed, workers=True, verbose=False)
     latents, store = memory_inputs(latents_dir, data)
-    module = build_memory(cfg, latents, _action_space_of_store(store, cfg))
-    train_eps, val_eps = memory_split(store, cfg.memory_train, cfg.seed)
-    return fit_memory(cfg, module, store, latents, train_eps, val_eps, out, config_hash,
-                      start)
+    module = build_memory(spec, latents, store.action_space)
+    train_eps, val_eps = memory_split(store, tc, seed)
+    return fit_memory(module, tc, seed, store, latents, train_eps, val_eps, out, config_hash,
+                      start, logger)
 
 
-def fit_memory(cfg, module: MDNRNNModule, store, latents, train_eps: np.ndarray,
-               val_eps: np.ndarray, out: Path, config_hash: str = "",
-               start: float | None = None) -> dict:
+def fit_memory(module: MDNRNNModule, tc: Any, seed: int, store, latents,
+               train_eps: np.ndarray, val_eps: np.ndarray, out: Path, config_hash: str = "",
+               start: float | None = None, logger: Any = False) -> dict:
     """Fit ``module`` (fresh, or loaded to be trained further) on the ``train_eps`` of
-    ``store``/``latents`` for ``cfg.memory_train``'s budget, resuming from ``out/last.ckpt``;
-    write ``final.ckpt`` (with ``val_eps`` for the fidelity figures) and ``metrics.json``."""
+    ``store``/``latents`` for the budget of ``tc`` (``memory_train``), resuming from
+    ``out/last.ckpt``; write ``final.ckpt`` (with ``val_eps`` for the fidelity figures) and
+    ``metrics.json``."""
     from jepa_wm.data.datasets import EpisodeChunks
 
     start = time.time() if start is None else start
-    tc = cfg.memory_train
     # the inputs are good: now another config's checkpoints here are moved aside, never resumed
     claim(out, config_hash, "train-memory")
     seq_len = module.hparams.seq_len
 
     def chunks(episodes, shuffle: bool, **steps) -> EpisodeChunks:
         return EpisodeChunks(store, latents, seq_len, tc.batch_size, episodes,
-                             shuffle=shuffle, seed=cfg.seed, **steps)
+                             shuffle=shuffle, seed=seed, **steps)
 
     if not module.hparams.untrained:
         last = read_checkpoint(out / "last.ckpt")  # pickled code in it is refused, not run
         train = chunks(train_eps, True, start=checkpoint_step(last))
         train.total = total_steps(train.steps(tc.max_epochs), tc.max_steps)
-        _fit(cfg, module, train, chunks(val_eps, False) if len(val_eps) else None, out,
-             resume=last is not None)
+        _fit(module, tc, seed, train, chunks(val_eps, False) if len(val_eps) else None, out,
+             resume=last is not None, logger=logger)
     metrics = {f"final_{k}": v for k, v in
                loss_summary(module, chunks(train_eps, False), max_batches=20).items()}
     if len(val_eps):
@@ -427,15 +413,13 @@ def fit_memory(cfg, module: MDNRNNModule, store, latents, train_eps: np.ndarray,
     return metrics
 
 
-def _fit(cfg, module: MDNRNNModule, train, val, out: Path, resume: bool) -> None:
+def _fit(module: MDNRNNModule, tc: Any, seed: int, train, val, out: Path, resume: bool,
+         logger: Any = False) -> None:
     """Lightning fit over the step-addressed chunk stream ``train`` (``jepa_wm.steps``):
     ``last.ckpt`` saved every ``checkpoint_every`` steps and resumed from when present,
     validation on ``val`` about once per data epoch."""
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from jepa_wm.tracking import lightning_logger
-
-    tc = cfg.memory_train
     if train.total == 0:
         return
     epoch = train.epoch_length(0)  # validate (and log) about once per data epoch
@@ -447,8 +431,7 @@ def _fit(cfg, module: MDNRNNModule, train, val, out: Path, resume: bool) -> None
         default_root_dir=out, max_epochs=1, max_steps=train.total,
         accelerator=tc.accelerator, devices=tc.devices, strategy=tc.strategy,
         num_nodes=tc.num_nodes, precision=tc.precision,
-        logger=lightning_logger(cfg, "train-memory", out),
-        callbacks=[checkpoint, StepSeed(cfg.seed)], enable_model_summary=False,
+        logger=logger, callbacks=[checkpoint, StepSeed(seed)], enable_model_summary=False,
         log_every_n_steps=max(1, min(50, epoch)), num_sanity_val_steps=0,
         enable_progress_bar=True, deterministic=False, plugins=[AtomicCheckpointIO()],
         val_check_interval=max(1, min(epoch, train.total)),

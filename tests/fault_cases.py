@@ -369,7 +369,7 @@ CASES: list[Case] = [
     Case("class-not-a-v", "a class_path that is a net, not a V (ConvEncoder)",
          lambda c: _vision_cfg(c, "not-a-v", "vision_model:\n  class_path: "
                                "jepa_wm.nets.ConvEncoder\n"),
-         r"not a vision model; use jepa_wm\.vision\.VAEModule"),
+         r"not a vision model; accepted: jepa_wm\.vision\.VAEModule"),
     Case("unknown-timm-model", "an unknown timm model name",
          lambda c: _vision_cfg(c, "unknown-timm", "vision_model:\n  class_path: "
                                "jepa_wm.vision.JEPAModule\n  init_args:\n    encoder:\n"

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from jepa_wm.controller import ControllerFile
-from jepa_wm.envs import ActionSpace
+from jepa_wm.envs import ActionSpace, EnvSettings
 from jepa_wm.io import UserError
 from jepa_wm.nets.controller import ControllerPopulation, LinearController, num_params
 
@@ -257,7 +257,7 @@ def test_play_real_sums_m_hazard_along_each_episode_it_played(run_dir):
     n = controller_input_dim(memory.latent_dim, memory.net.hidden_size, False)
     population = ControllerPopulation(torch.zeros(1, num_params(n, memory.action)), n,
                                       memory.action)
-    out = play_real(cfg, vision, memory, population, np.zeros(3, dtype=np.int64),
+    out = play_real(EnvSettings.of(cfg), vision, memory, population, np.zeros(3, dtype=np.int64),
                     np.array([11, 12, 13]), False, workers=2)
     expected = out["lengths"] * float(memory.hazard(torch.tensor(-3.0)))
     assert out["hazard_sums"] == pytest.approx(expected, rel=1e-5)

@@ -175,3 +175,25 @@ def test_train_memory_runs_in_bf16_mixed_precision(doom_store, tmp_path):
     weights = [v for k, v in ckpt["state_dict"].items() if v.is_floating_point()]
     assert weights and all(w.dtype == torch.float32 and torch.isfinite(w).all()
                            for w in weights)
+
+
+def test_the_library_trains_from_plain_sections_the_m_the_cli_trains(doom_store, tmp_path):
+    """``train_memory`` takes the sections it uses (a spec dict, a ``TrainConfig``, a seed)
+    and, given the smoke config's values as plain Python, writes bit for bit the M the CLI
+    writes from the YAML: nothing else of the config reaches it."""
+    from jepa_wm.config import TrainConfig
+    from jepa_wm.memory import train_memory
+
+    store = RolloutStore(doom_store)
+    cli = train_memory_cli(store, tmp_path)
+    spec = {"class_path": "jepa_wm.memory.MDNRNNModule",
+            "init_args": {"hidden_size": 64, "num_mixtures": 5, "seq_len": 16}}
+    metrics = train_memory(spec, TrainConfig(max_epochs=1, max_steps=20, batch_size=16), 0,
+                           tmp_path / "z", tmp_path / "library")
+    ours = torch.load(tmp_path / "library" / "final.ckpt", weights_only=True)
+    theirs = torch.load(cli / "final.ckpt", weights_only=True)
+    assert ours["latent_dim"] == D and ours["action"] == DISCRETE  # filled in from the data
+    assert ours["state_dict"].keys() == theirs["state_dict"].keys()
+    for key, value in theirs["state_dict"].items():
+        assert torch.equal(ours["state_dict"][key], value), key
+    assert metrics["train_episodes"] + metrics["val_episodes"] == store.num_episodes

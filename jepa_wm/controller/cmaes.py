@@ -83,7 +83,8 @@ class Trainer:
     """One CMA-ES run writing into ``out``; ``run()`` resumes from ``cmaes.npz`` if there.
 
     Args:
-        cfg: The resolved experiment config (``controller_train`` section, env, seed).
+        cc: The ``controller_train`` section.
+        seed: The run's seed (CMA-ES's and the dreams' noise).
         memory: M (``MDNRNNModule``).
         dream: The dream (``where: dream``); None for ``where: real``.
         real: ``callable(params (n,), episodes, seed) -> returns`` playing the real env
@@ -92,8 +93,9 @@ class Trainer:
         run: A wandb run (or None).
     """
 
-    def __init__(self, cfg, memory, dream: Dream | None, real, out: Path, run=None):
-        self.cfg, self.cc = cfg, cfg.controller_train
+    def __init__(self, cc, seed: int, memory, dream: Dream | None, real, out: Path,
+                 run=None):
+        self.cc, self.seed = cc, int(seed)
         check_config(self.cc)
         self.memory, self.dream, self.real, self.out = memory, dream, real, out
         self.wandb = run
@@ -108,7 +110,7 @@ class Trainer:
         import cma
 
         es = cma.CMAEvolutionStrategy(np.zeros(self.n_params), self.cc.sigma0, {
-            "popsize": self.cc.popsize, "seed": self.cfg.seed + 1, "verbose": -9})
+            "popsize": self.cc.popsize, "seed": self.seed + 1, "verbose": -9})
         return {"es": es, "generation": 0, "best_fitness": -np.inf,
                 "best_params": np.zeros(self.n_params), "history": [], "told": [],
                 "asked": []}
@@ -162,7 +164,7 @@ class Trainer:
     def _fitness(self, candidates: np.ndarray, generation: int) -> tuple[np.ndarray, int]:
         """Fitness of the P sampled candidates and, last, of the distribution mean (scored
         on ``CENTER_FACTOR`` times more dreams: it is the controller that gets saved)."""
-        seed = generation_seed(self.cfg.seed, generation)
+        seed = generation_seed(self.seed, generation)
         R = self.cc.rollouts
         if self.cc.where == "dream":
             population = ControllerPopulation(torch.as_tensor(candidates, dtype=torch.float32),
@@ -179,7 +181,7 @@ class Trainer:
         if self.real is None or every <= 0 or (gen % every and gen != self.cc.generations):
             return None
         out = self.real(state["best_params"][None], self.cc.real_check_episodes,
-                        generation_seed(self.cfg.seed, gen, salt=1))
+                        generation_seed(self.seed, gen, salt=1))
         return {"real_mean": float(np.mean(out["returns"])),
                 "real_death_sum": float(np.mean(out["hazard_sums"])),
                 "real_died": float(np.mean(out["died"]))}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ import torch
 from jepa_wm.controller import ControllerFile, single_thread
 from jepa_wm.controller.real import play_real
 from jepa_wm.dream import Dream, rollout
+from jepa_wm.envs import EnvSettings
 from jepa_wm.io import read_json
 
 #: Real evaluation seeds start here: far from the seeds collection and training use.
@@ -30,12 +32,12 @@ def eval_seeds(seed: int, episodes: int) -> np.ndarray:
     return EVAL_SEED_BASE + 10_000 * seed + np.arange(episodes)
 
 
-def real_scores(cfg, vision, memory, controller: ControllerFile, episodes: int,
-                workers: int, on_episode=None) -> dict:
-    """``episodes`` real episodes with the fixed evaluation seeds: ``play_real``'s record
-    (``returns``, ``lengths``, ``died``, ``hazard_sums``)."""
-    return play_real(cfg, vision, memory, controller.population(1),
-                     np.zeros(episodes, dtype=np.int64), eval_seeds(cfg.seed, episodes),
+def real_scores(env: EnvSettings, seed: int, vision, memory, controller: ControllerFile,
+                episodes: int, workers: int, on_episode=None) -> dict:
+    """``episodes`` real episodes of ``env`` on the fixed evaluation seeds of run ``seed``:
+    ``play_real``'s record (``returns``, ``lengths``, ``died``, ``hazard_sums``)."""
+    return play_real(env, vision, memory, controller.population(1),
+                     np.zeros(episodes, dtype=np.int64), eval_seeds(seed, episodes),
                      controller.include_cell, workers, on_episode)
 
 
@@ -100,9 +102,11 @@ def summary_line(results: dict) -> str:
                 if "c_death_rate_dream" in results else ""))
 
 
-def evaluate(cfg, vision, memory, controller: ControllerFile, dream: Dream,
-             on_episode=None) -> dict:
-    """Real and dream scores of one controller -> the core of ``results.json``.
+def evaluate(ev: Any, seed: int, env: EnvSettings, vision, memory, controller: ControllerFile,
+             dream: Dream, on_episode=None) -> dict:
+    """Real and dream scores of one controller -> the core of ``results.json``: the
+    ``evaluate`` section's (``ev``) real episodes of ``env`` on the evaluation seeds of run
+    ``seed``, and its dreams in ``dream``.
 
     Beside the scores, M's death calibration where the controller goes:
     ``c_death_sum_per_episode``, M's hazard summed along each of C's real episodes (mean),
@@ -112,17 +116,16 @@ def evaluate(cfg, vision, memory, controller: ControllerFile, dream: Dream,
     the game does, a hole CMA-ES found. Equal sums with a dream score far above the real
     one put the hole in the dream's free-running dynamics instead; ``death_rates`` splits
     the dream-real gap into those two factors."""
-    ev = cfg.evaluate
     start = time.time()
     with single_thread():
-        played = real_scores(cfg, vision, memory, controller, ev.episodes, ev.workers,
+        played = real_scores(env, seed, vision, memory, controller, ev.episodes, ev.workers,
                              on_episode)
         real_seconds = time.time() - start
-        dreamed = dream_scores(dream, controller, ev.dream_episodes, cfg.seed)
+        dreamed = dream_scores(dream, controller, ev.dream_episodes, seed)
     real, dream_returns = played["returns"], dreamed["returns"]
     return {"real_mean": float(real.mean()), "real_std": float(real.std()),
             "real_scores": [float(x) for x in real],
-            "real_seeds": [int(s) for s in eval_seeds(cfg.seed, ev.episodes)],
+            "real_seeds": [int(s) for s in eval_seeds(seed, ev.episodes)],
             "dream_mean": float(dream_returns.mean()),
             "dream_std": float(dream_returns.std()),
             "dream_real_gap": float(dream_returns.mean() - real.mean()),

@@ -17,19 +17,17 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from jepa_wm.envs import EnvSettings
 from jepa_wm.envs.vizdoom import reap_engines
 from jepa_wm.nets.controller import ControllerPopulation
 
 
-def make_real_envs(cfg, workers: int) -> gym.vector.VectorEnv:
-    """``workers`` copies of the configured env, no auto-reset (each env is reset with the
-    seed of the job it takes next)."""
-    from jepa_wm.envs import make_env
+def make_real_envs(env: EnvSettings, workers: int) -> gym.vector.VectorEnv:
+    """``workers`` copies of ``env``, no auto-reset (each env is reset with the seed of the
+    job it takes next)."""
     from jepa_wm.envs.vector import make_vector_env
 
-    return make_vector_env(partial(make_env, cfg.env, image_size=cfg.image_size,
-                                   frame_skip=cfg.frame_skip,
-                                   max_episode_steps=cfg.max_episode_steps), workers)
+    return make_vector_env(env.factory(), workers)
 
 
 def observe(vision, memory, obs, draw: Callable[[torch.Size], torch.Tensor]) -> torch.Tensor:
@@ -44,10 +42,10 @@ def observe(vision, memory, obs, draw: Callable[[torch.Size], torch.Tensor]) -> 
 
 
 @torch.no_grad()
-def play_real(cfg, vision, memory, population: ControllerPopulation, owners: np.ndarray,
+def play_real(env: EnvSettings, vision, memory, population: ControllerPopulation, owners: np.ndarray,
               seeds: np.ndarray, include_cell: bool = False, workers: int = 2,
               on_episode: Callable[[int, float], None] | None = None) -> dict:
-    """Play one real episode per job: job j uses candidate ``owners[j]`` of ``population``
+    """Play one real episode per job of ``env``: job j uses candidate ``owners[j]`` of ``population``
     and env seed ``seeds[j]``.
 
     Returns ``returns`` ``(J,)`` float, ``lengths`` ``(J,)`` int, ``steps`` (agent steps
@@ -64,7 +62,7 @@ def play_real(cfg, vision, memory, population: ControllerPopulation, owners: np.
     hazard_sums, died = np.zeros(J), np.zeros(J, dtype=bool)
     job = np.arange(W)  # job each env is playing; -1 = idle (no jobs left)
     next_job, steps = W, 0
-    with reap_engines(), closing(make_real_envs(cfg, W)) as envs:
+    with reap_engines(), closing(make_real_envs(env, W)) as envs:
         obs, _ = envs.reset(seed=[int(seeds[j]) for j in job])
         h, c = torch.zeros(W, H), torch.zeros(W, H)
         noise = torch.Generator().manual_seed(int(seeds[0]))

@@ -9,6 +9,8 @@ Models paper's 2100 for VizDoom take-cover). The action space is the env's own.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import gymnasium as gym
@@ -184,6 +186,30 @@ def make_env(env_id: str, image_size: int = 64, frame_skip: int = 1,
     if limit is not None:
         env = gym.wrappers.TimeLimit(env, limit)
     return env
+
+
+@dataclass(frozen=True)
+class EnvSettings:
+    """The env a config names, as every stage plays it (the config's top-level ``env``,
+    ``image_size``, ``frame_skip`` and ``max_episode_steps``): what the real loop, the
+    hold measurements and the benchmarks take instead of the whole config."""
+
+    env: str
+    image_size: int = 64
+    frame_skip: int = 1
+    max_episode_steps: int | None = None
+
+    @classmethod
+    def of(cls, cfg: Any) -> EnvSettings:
+        """The settings of a resolved config."""
+        return cls(cfg.env, cfg.image_size, cfg.frame_skip, cfg.max_episode_steps)
+
+    def factory(self, **kwargs: Any) -> Callable[[], gym.Env]:
+        """A no-argument ``make_env`` of these settings (for vector envs); ``kwargs`` as
+        ``make_env``'s."""
+        return partial(make_env, self.env, image_size=self.image_size,
+                       frame_skip=self.frame_skip, max_episode_steps=self.max_episode_steps,
+                       **kwargs)
 
 
 def state_names(env: gym.Env) -> tuple[str, ...]:

@@ -42,6 +42,7 @@ def tau_table(cfg: Namespace, memory, vision, latents, store, out: Path) -> list
     from jepa_wm.controller import ControllerFile
     from jepa_wm.controller.cmaes import Trainer, make_dream
     from jepa_wm.controller.evaluate import dream_scores, real_scores
+    from jepa_wm.envs import EnvSettings
 
     rows = []
     for tau in cfg.evaluate.taus:
@@ -51,12 +52,12 @@ def tau_table(cfg: Namespace, memory, vision, latents, store, out: Path) -> list
         else:
             folder = out / f"tau-{tau:g}"
             folder.mkdir(parents=True, exist_ok=True)
-            Trainer(cfg, memory, dream, None, folder).run()
+            Trainer(cfg.controller_train, cfg.seed, memory, dream, None, folder).run()
             controller = ControllerFile.load(folder / "best.npz")
         dream_mean = float(dream_scores(dream, controller, cfg.evaluate.dream_episodes,
                                         cfg.seed)["returns"].mean())
-        real = real_scores(cfg, vision, memory, controller, cfg.evaluate.episodes,
-                           cfg.evaluate.workers)["returns"]
+        real = real_scores(EnvSettings.of(cfg), cfg.seed, vision, memory, controller,
+                           cfg.evaluate.episodes, cfg.evaluate.workers)["returns"]
         rows.append({"tau": tau, "dream_mean": dream_mean, "real_mean": float(real.mean()),
                      "real_std": float(real.std())})
         print(f"evaluate: tau {tau:g}: dream {dream_mean:.1f}, real {real.mean():.1f}")
@@ -94,6 +95,7 @@ def main(cfg: Namespace) -> None:
     from jepa_wm.controller import ControllerFile
     from jepa_wm.controller.cmaes import check_config, make_dream
     from jepa_wm.controller.evaluate import evaluate, stage_wall_times, summary_line
+    from jepa_wm.envs import EnvSettings
     from jepa_wm.io import UserError, claim, is_done, mark_done, read_json, write_json
     from jepa_wm.memory import latents_store_path
     from jepa_wm.stages.train_controller import load_parts
@@ -120,8 +122,8 @@ def main(cfg: Namespace) -> None:
     claim(out, h, "evaluate")  # another config's tau-table CMA-ES runs are never resumed
     with Progress(transient=True) as bar:
         task = bar.add_task("real episodes", total=cfg.evaluate.episodes)
-        results = evaluate(cfg, vision, memory, controller, dream,
-                           on_episode=lambda job, ret: bar.advance(task))
+        results = evaluate(cfg.evaluate, cfg.seed, EnvSettings.of(cfg), vision, memory,
+                           controller, dream, on_episode=lambda job, ret: bar.advance(task))
     if cfg.evaluate.taus:
         results["tau_table"] = tau_table(cfg, memory, vision, latents, store, out)
     # the stages this one read, found through its own path flags (the stage table's)

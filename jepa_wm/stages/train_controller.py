@@ -33,9 +33,9 @@ def config_hash(cfg: Namespace) -> str:
     return identity("train-controller", cfg, upstream=upstream_hash(Path(cfg.memory).parent))
 
 
-def real_player(cfg, vision, memory, include_cell: bool, workers: int):
-    """``play(params (k, n), episodes, seed) -> dict`` running k x episodes real episodes
-    (candidate-major) with seeds ``seed, seed + 1, ...``."""
+def real_player(env, vision, memory, include_cell: bool, workers: int):
+    """``play(params (k, n), episodes, seed) -> dict`` running k x episodes real episodes of
+    ``env`` (``EnvSettings``; candidate-major) with seeds ``seed, seed + 1, ...``."""
     import numpy as np
     import torch
 
@@ -49,7 +49,7 @@ def real_player(cfg, vision, memory, include_cell: bool, workers: int):
                                           memory.action)
         owners = np.repeat(np.arange(len(params)), episodes)
         seeds = seed % 1_000_000_000 + np.arange(len(owners))
-        return play_real(cfg, vision, memory, population, owners, seeds, include_cell,
+        return play_real(env, vision, memory, population, owners, seeds, include_cell,
                          workers)
 
     return play
@@ -75,6 +75,7 @@ def load_parts(cfg: Namespace):
 def main(cfg: Namespace) -> None:
 
     from jepa_wm.controller.cmaes import Trainer, check_config, make_dream
+    from jepa_wm.envs import EnvSettings
     from jepa_wm.io import UserError, claim, is_done, mark_done
     from jepa_wm.tracking import wandb_run
 
@@ -91,11 +92,11 @@ def main(cfg: Namespace) -> None:
         raise UserError("train-controller: controller_train.where real needs --vision CKPT")
     dream = make_dream(cc, memory, latents, store) if cc.where == "dream" else None
     claim(out, h, "train-controller")  # another config's CMA-ES state is never resumed
-    real = None if vision is None else real_player(cfg, vision, memory, cc.include_cell,
-                                                   cc.workers)
+    real = None if vision is None else real_player(EnvSettings.of(cfg), vision, memory,
+                                                   cc.include_cell, cc.workers)
     run = wandb_run(cfg, "train-controller", out)
     try:
-        state = Trainer(cfg, memory, dream, real, out, run).run()
+        state = Trainer(cc, cfg.seed, memory, dream, real, out, run).run()
     finally:
         run.finish()
     mark_done(out, h, wall_time=time.time() - start, best_fitness=state["best_fitness"],

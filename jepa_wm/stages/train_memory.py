@@ -41,6 +41,7 @@ def main(cfg: Namespace) -> None:
     from jepa_wm.config import check_train_config
     from jepa_wm.io import is_done, mark_done
     from jepa_wm.memory import memory_inputs, train_memory
+    from jepa_wm.tracking import lightning_logger
 
     check_train_config(cfg.memory_train, "memory_train")
     memory_inputs(cfg.latents, cfg.data)  # a finished folder with mismatched inputs is refused
@@ -48,7 +49,9 @@ def main(cfg: Namespace) -> None:
     if is_done(cfg.out, h):
         print(f"train-memory: {cfg.out} is complete for this config (hash {h}); nothing to do")
         return
-    metrics = train_memory(cfg, cfg.latents, cfg.out, data=cfg.data, config_hash=h)
+    metrics = train_memory(cfg.memory_model, cfg.memory_train, cfg.seed, cfg.latents, cfg.out,
+                           data=cfg.data, config_hash=h,
+                           logger=lightning_logger(cfg, "train-memory", cfg.out))
     mark_done(cfg.out, h, wall_time=metrics["wall_time"])
     print(f"train-memory: gmm_nll {metrics['final_gmm_nll']:.3f} reward "
           f"{metrics['final_reward_loss']:.4f} done {metrics['final_done_loss']:.4f}"

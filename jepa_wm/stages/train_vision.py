@@ -1,5 +1,7 @@
 """``jepa-wm train-vision --config EXPERIMENT --config VARIANT --data STORE --out DIR``."""
 
+from pathlib import Path
+
 from jsonargparse import ArgumentParser, Namespace
 
 
@@ -10,6 +12,13 @@ def add_arguments(parser: ArgumentParser) -> None:
 
 
 def main(cfg: Namespace) -> None:
-    from jepa_wm.vision.train import train_vision
+    from jepa_wm.io import is_done
+    from jepa_wm.tracking import lightning_logger
+    from jepa_wm.vision.train import open_training, train_vision
 
-    train_vision(cfg, cfg.data, cfg.out)
+    store, spec, h = open_training(cfg, cfg.data, cfg.out)
+    if is_done(cfg.out, h) and (Path(cfg.out) / "final.ckpt").exists():
+        print(f"train-vision: {cfg.out} is done for this config; skipping")
+        return
+    train_vision(spec, cfg.vision_train, cfg.seed, store, cfg.out, config_hash=h,
+                 logger=lightning_logger(cfg, "train-vision", cfg.out))

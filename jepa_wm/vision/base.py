@@ -8,7 +8,6 @@ loads with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from jepa_wm.io import UserError, load_weights
+from jepa_wm.parts import build_part, part_class
 from jepa_wm.vision import diagnostics
 
 #: ``kind`` of a V checkpoint (``io.save_checkpoint``; M's is ``jepa_wm.memory``).
@@ -167,31 +167,10 @@ def _drop_files(spec: Any) -> Any:
     return spec
 
 
-def _import(class_path: str) -> Any:
-    module, _, name = class_path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
-        raise UserError(f"class_path {class_path}: no such class") from None
-
-
-def build_part(spec: Any) -> Any:
-    """Build ``{"class_path", "init_args"}`` specs (nested ones first); other values as is.
-
-    Plain construction, so an error raised by a constructor reaches the user unchanged."""
-    if isinstance(spec, dict) and "class_path" in spec:
-        args = {k: build_part(v) for k, v in (spec.get("init_args") or {}).items()}
-        return _import(spec["class_path"])(**args)
-    return spec
-
-
 def vision_class(spec: dict, where: str = "vision_model") -> type:
     """The VisionModule subclass a spec names; anything else is a ``UserError``."""
-    cls = _import(spec["class_path"]) if isinstance(spec, dict) and "class_path" in spec else None
-    if not (isinstance(cls, type) and issubclass(cls, VisionModule)):
-        raise UserError(f"{where}: not a vision model; use jepa_wm.vision.VAEModule, "
-                        "JEPAModule or RandomModule")
-    return cls
+    return part_class(spec, VisionModule, where, "a vision model", "jepa_wm.vision.VAEModule, "
+                      "JEPAModule or RandomModule (or a VisionModule subclass)")
 
 
 def build_vision(spec: dict) -> VisionModule:

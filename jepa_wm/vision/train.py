@@ -116,13 +116,14 @@ def check_store_matches(cfg: Namespace, store: RolloutStore) -> None:
                                "config the store was collected with), or collect a new store")
 
 
-def resolve_spec(cfg: Namespace, store: RolloutStore) -> dict:
-    """The ``vision_model`` spec with what the store decides filled in: ``action_dim`` (when
-    the model takes one and it is unset) and ``image_size`` (the stored frames' size)."""
-    if cfg.vision_model is None:
+def resolve_spec(vision_model: Any, store: RolloutStore) -> dict:
+    """The ``vision_model`` section as a spec with what the store decides filled in:
+    ``action_dim`` (when the model takes one and it is unset) and ``image_size`` (the stored
+    frames' size)."""
+    if vision_model is None:
         raise io.UserError("vision_model: not set; add a variant config, e.g. "
                            "--config configs/variants/vae.yaml")
-    spec = to_dict(cfg.vision_model)
+    spec = to_dict(vision_model)
     cls = vision_class(spec, f"vision_model.class_path {spec.get('class_path')}")
     params = inspect.signature(cls.__init__).parameters
     args = spec.setdefault("init_args", {})
@@ -212,13 +213,12 @@ def save_final(model: VisionModule, path: Path, **extra: Any) -> None:
     io.save_checkpoint(path, VISION_KIND, model.spec, model.state_dict(), **extra)
 
 
-def _trainer(cfg: Namespace, out: Path, callbacks: list, logger: Any, total: int,
+def _trainer(t: Any, out: Path, callbacks: list, logger: Any, total: int,
              per_epoch: int) -> pl.Trainer:
     """The Lightning Trainer of ``vision_train``: one pass over the step stream of ``total``
     steps, validated every data epoch (``per_epoch`` steps). Settings Lightning rejects (an
     unknown accelerator or precision, a missing backend) are one-line errors naming the
-    section."""
-    t = cfg.vision_train
+    section (``t``: ``vision_train``)."""
     try:
         return pl.Trainer(
             max_epochs=1, max_steps=total, accelerator=t.accelerator, devices=t.devices,
@@ -259,35 +259,41 @@ def _budget(train_cfg: Any, sampler: StepBatches, flops: int) -> dict[str, Any]:
     return {"kind": kind, "limit": limit, "flops_per_step": flops}
 
 
-def train_vision(cfg: Namespace, data: str | Path, out: str | Path) -> Path:
-    """Train ``cfg.vision_model`` on the store at ``data`` into ``out``; returns final.ckpt."""
-    from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
-
-    from jepa_wm.tracking import lightning_logger
-
+def open_training(cfg: Namespace, data: str | Path, out: str | Path
+                  ) -> tuple[RolloutStore, dict, str]:
+    """Check what ``train-vision`` was given (the ``vision_train`` values, the ``--out``
+    folder, the store against the config's env and size); returns the store, V's spec with
+    the store's sizes filled in, and the stage's identity (``contract.identity``)."""
     check_train_config(cfg.vision_train, "vision_train")
     if Path(out).exists() and not Path(out).is_dir():
         raise io.UserError(f"{out}: is a file; give a folder for --out")
     if (Path(out) / "meta.json").exists():  # a store's or a latent set's, never V's
         raise io.UserError(f"{out}: holds a meta.json (a rollout store or latent set?); give "
                            "train-vision its own --out folder")
-    out, store = Path(out), RolloutStore(data)
+    store = RolloutStore(data)
     check_store_matches(cfg, store)
-    spec = resolve_spec(cfg, store)
+    spec = resolve_spec(cfg.vision_model, store)
     # threads and loader workers change speed, not results: a rerun with others resumes
-    config_hash = identity("train-vision", cfg, upstream=io.hash_obj(store.content_meta))
+    return store, spec, identity("train-vision", cfg, upstream=io.hash_obj(store.content_meta))
+
+
+def train_vision(spec: dict, tc: Any, seed: int, store: RolloutStore, out: str | Path,
+                 config_hash: str = "", logger: Any = False) -> Path:
+    """Train the V of ``spec`` (``resolve_spec``) on ``store`` for the budget of ``tc``
+    (``vision_train``) into ``out``, resuming from ``last.ckpt``; returns ``final.ckpt``.
+    ``logger``: a Lightning logger or False."""
+    from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+
+    out = Path(out)
     final = out / "final.ckpt"
-    if io.is_done(out, config_hash) and final.exists():
-        print(f"train-vision: {out} is done for this config; skipping")
-        return final
-    if cfg.vision_train.threads:
-        torch.set_num_threads(cfg.vision_train.threads)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    pl.seed_everything(seed, workers=True, verbose=False)
     model = build_vision(spec)
-    train_loader, val_loader = _loaders(model, store, cfg.vision_train, cfg.seed)
+    train_loader, val_loader = _loaders(model, store, tc, seed)
     trainable = getattr(model, "trainable", True)
-    flops = step_flops(model, train_loader, cfg.seed) if trainable else 0
-    budget = _budget(cfg.vision_train, train_loader.batch_sampler, flops)
+    flops = step_flops(model, train_loader, seed) if trainable else 0
+    budget = _budget(tc, train_loader.batch_sampler, flops)
     io.claim(out, config_hash, "train-vision")  # another config's work is moved aside
     last = out / "last.ckpt"
     resumed = read_checkpoint(last)  # a last.ckpt carrying pickled code is refused, not run
@@ -295,10 +301,9 @@ def train_vision(cfg: Namespace, data: str | Path, out: str | Path) -> Path:
     sampler.start = checkpoint_step(resumed)
     fps = FramesPerSecond()
     ckpt = ModelCheckpoint(dirpath=out, filename="step{step}", save_last=True, save_top_k=0,
-                           every_n_train_steps=cfg.vision_train.checkpoint_every)
-    logger = lightning_logger(cfg, "train-vision", out)
+                           every_n_train_steps=tc.checkpoint_every)
     last_val = LastValidation()
-    trainer = _trainer(cfg, out, [ckpt, fps, last_val, NonFiniteLoss(), StepSeed(cfg.seed),
+    trainer = _trainer(tc, out, [ckpt, fps, last_val, NonFiniteLoss(), StepSeed(seed),
                                   RichProgressBar()], logger, sampler.total, sampler.per_epoch)
     t0 = time.time()
     if trainable and sampler.total:
