@@ -85,31 +85,32 @@ def real_behaviour(cfg, vision, memory, controller, episodes: int) -> dict:
 
 @torch.no_grad()
 def dream_behaviour(cfg, memory, latents, store, controller, dreams: int) -> dict:
-    """C in ``dreams`` of its dreams at the training settings (the loop of
-    ``jepa_wm.dream.rollout``, written out to read M's hazard at every step): action
-    frequencies, lengths, and per live step z (as M sees it) and the hazard the step's
-    death is drawn from; ``last_hazard`` is each dream's on its last step."""
+    """C in ``dreams`` of its dreams at the training settings (``jepa_wm.dream.rollout``):
+    action frequencies, lengths, and per live step z (as M sees it) and the hazard the
+    step's death is drawn from; ``last_hazard`` is each dream's on its last step."""
     from jepa_wm.controller.cmaes import make_dream
+    from jepa_wm.dream import rollout
 
     dream = make_dream(cfg.controller_train, memory, latents, store)
     pop = controller.population(1)
     counts = torch.zeros(controller.action.controller_dim)
-    lengths = torch.zeros(dreams, dtype=torch.long)
     last = torch.zeros(dreams)
     zs, hazards = [], []
-    state = dream.reset(dreams, torch.Generator().manual_seed(1))
-    while state.live > 0:
-        index, alive = state.index, state.alive
-        action, vec = pop(state.controller_input(controller.include_cell),
-                          torch.zeros_like(index))
+
+    def policy(x, index):
+        action, vec = pop(x, torch.zeros_like(index))
         counts.index_add_(0, action.long(), torch.ones(len(action)))
-        pred, _, _ = memory.net.step(state.z, vec, state.h, state.c, dream.matmul_dtype)
-        p = memory.hazard(pred.done_logit)
+        return vec
+
+    def on_step(state, hazard):
+        alive = state.alive
         zs.append(state.z[alive].clone())
-        hazards.append(p[alive])
-        last[index[alive]] = p[alive]
-        state, _, _, _ = dream.step(state, vec)
-        lengths.index_add_(0, index, alive.long())
+        hazards.append(hazard[alive])
+        last[state.index[alive]] = hazard[alive]
+
+    out = rollout(dream, policy, dreams, torch.Generator().manual_seed(1),
+                  controller.include_cell, on_step)
+    lengths = out["lengths"]
     return {"actions": (counts / counts.sum()).numpy(),
             "length_mean": float(lengths.float().mean()),
             "z": torch.cat(zs).numpy(), "lengths": lengths.numpy(),

@@ -145,7 +145,7 @@ class Dream:
                           torch.ones(n, dtype=torch.bool), 0, n, generator)
 
     @torch.no_grad()
-    def step(self, state: DreamState, action: torch.Tensor
+    def step(self, state: DreamState, action: torch.Tensor, info: dict | None = None
              ) -> tuple[DreamState, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Advance every row of ``state`` by one step.
 
@@ -153,7 +153,8 @@ class Dream:
         of ``state``. Returns ``(next_state, z, reward, done)`` where ``z`` ``(N, D)``,
         ``reward`` ``(N,)``, ``done`` ``(N,)`` bool are for the rows of the *given* state
         (rows already finished, kept when not compacting, get reward 0 and done True);
-        ``next_state`` holds only the unfinished rows when compacting.
+        ``next_state`` holds only the unfinished rows when compacting. A dict given as
+        ``info`` gets ``hazard`` ``(N,)``: the hazard this step's death was drawn from.
         """
         a = self.action.vector(torch.as_tensor(action))
         pred, h, c = self.net.step(state.z, a, state.h, state.c, self.matmul_dtype)
@@ -168,6 +169,8 @@ class Dream:
             u_mix, eps, u_done = u_mix[state.index], eps[state.index], u_done[state.index]
         z = sample_gmm(pred, self.tau, uniform=u_mix, normal=eps)
         p_done = self.memory.hazard(pred.done_logit)
+        if info is not None:
+            info["hazard"] = p_done
         died = p_done > self.done_threshold if self.done_mode == "threshold" else u_done < p_done
         reward = torch.ones_like(p_done) if self.reward_mode == "survival" else pred.reward
         t = state.t + 1
@@ -186,10 +189,14 @@ Policy = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @torch.no_grad()
 def rollout(dream: Dream, policy: Policy, n: int, generator: torch.Generator,
-            include_cell: bool = False) -> dict[str, torch.Tensor | int]:
+            include_cell: bool = False,
+            on_step: Callable[[DreamState, torch.Tensor], None] | None = None
+            ) -> dict[str, torch.Tensor | int]:
     """Run ``n`` dreams to their ends with ``policy(x, index) -> action vectors``
     (``x`` ``(N, in)`` controller inputs of the live rows, ``index`` their dream ids).
 
+    ``on_step(state, hazard)``, when given, sees every step's live rows before they move
+    and the hazard their death is drawn from (what a benchmark reads along the dreams).
     Returns ``returns`` ``(n,)``, ``lengths`` ``(n,)`` and ``steps`` (dream steps taken).
     """
     state = dream.reset(n, generator)
@@ -199,7 +206,11 @@ def rollout(dream: Dream, policy: Policy, n: int, generator: torch.Generator,
     while state.live > 0:
         index, alive = state.index, state.alive
         action = policy(state.controller_input(include_cell), index)
-        state, _, reward, _ = dream.step(state, action)
+        info = {} if on_step is not None else None
+        nxt, _, reward, _ = dream.step(state, action, info)
+        if on_step is not None:
+            on_step(state, info["hazard"])
+        state = nxt
         returns.index_add_(0, index, reward)
         lengths.index_add_(0, index, alive.long())
         steps += int(alive.sum())

@@ -93,3 +93,36 @@ def test_dream_env_passes_check_env():
 def test_bad_dream_settings_are_user_errors(kw, key):
     with pytest.raises(UserError, match=key):
         make_dream(**kw)
+
+
+def test_on_step_sees_every_live_step_and_the_hazard_its_death_was_drawn_from():
+    """``rollout(on_step=...)`` is called once per step with the live rows before they move
+    and M's hazard for exactly those rows and actions; it changes none of the dreams."""
+    dream = make_dream(done_bias=-3.0)
+    seen = []
+
+    def on_step(state, hazard):
+        seen.append((state.index.clone(), state.alive.sum().item(), hazard.clone()))
+
+    plain = play(dream)
+    dim = controller_input_dim(dream.latent_dim, dream.hidden_size, False)
+    params = torch.randn(4, num_params(dim, DISCRETE), generator=torch.Generator().manual_seed(0))
+    population = ControllerPopulation(params, dim, DISCRETE)
+    hooked = rollout(dream, lambda x, i: population(x, i % 4)[1], 48,
+                     torch.Generator().manual_seed(7), on_step=on_step)
+    assert torch.equal(plain["lengths"], hooked["lengths"])
+    assert sum(alive for _, alive, _ in seen) == hooked["steps"] == int(plain["lengths"].sum())
+    assert len(seen) == int(plain["lengths"].max())
+    # each dream's row appears once per step it lived
+    counts = torch.zeros(48, dtype=torch.long)
+    for index, _, hazard in seen:
+        counts.index_add_(0, index, torch.ones_like(index))
+        assert hazard.shape == index.shape and ((hazard > 0) & (hazard < 1)).all()
+    assert torch.equal(counts, plain["lengths"])
+    # the hazard is M's own for the state and action of that step
+    state = dream.reset(3, seed=0)
+    info = {}
+    dream.step(state, torch.ones(3, dtype=torch.long), info)
+    pred, _, _ = dream.net.step(state.z, dream.action.vector(torch.ones(3, dtype=torch.long)),
+                                state.h, state.c)
+    torch.testing.assert_close(info["hazard"], dream.memory.hazard(pred.done_logit))
