@@ -115,6 +115,31 @@ def test_a_changed_key_redoes_its_stage_and_everything_downstream(runs, key, val
     assert ran(run(runs, f"--{key}={value}")) == []
 
 
+@pytest.mark.slow
+def test_a_changed_data_key_collects_a_new_store_and_redoes_every_stage(runs):
+    """collect's result is shared by every variant of a seed, so a data key (here the data
+    policy's longest hold) never touches the old store: it collects a new one beside it,
+    and every stage of the cell is redone on it, the old work moved aside."""
+    cfg_old = pipeline.resolve([SMOKE, VAE], 0, runs)
+    cfg_new = pipeline.resolve([SMOKE, VAE], 0, runs, overrides={"max_hold": 3})
+    old, new = contract.run_paths(cfg_old, runs), contract.run_paths(cfg_new, runs)
+    assert new.store != old.store and not new.store.exists()
+    before = done_hashes(runs)
+    old_meta = (old.rollouts / "meta.json").read_bytes()
+    proc = run(runs, "--max_hold=3")
+    assert ran(proc) == list(STAGES), proc.stdout
+    assert (old.rollouts / "meta.json").read_bytes() == old_meta  # the old store untouched
+    assert read(old.rollouts / "DONE.json")["config_hash"] == before["collect"]
+    assert "max_hold=3" in read(new.rollouts / "meta.json")["policy"]
+    for stage in STAGES[1:]:  # every stage of the cell: redone, the old work moved aside
+        folder = old.stage_dir(stage)
+        aside = list(folder.parent.glob(f"{folder.name}.replaced-*"))
+        assert len(aside) == 1, (stage, proc.stdout)
+        assert read(aside[0] / "DONE.json")["config_hash"] == before[stage]
+    assert read(new.stage_dir("evaluate") / "results.json")["real_scores"]
+    assert ran(run(runs, "--max_hold=3")) == []
+
+
 def test_iterate_off_passes_m_c_and_fidelity_through_byte_for_byte(finished):
     c = cell(finished)
     for upstream, passed in (("memory/final.ckpt", "iterate/final.ckpt"),
