@@ -7,6 +7,12 @@ n dreams and then indexed, so a dream's trajectory depends only on its seed and 
 actions, never on which other dreams are still alive. ``DreamEnv`` wraps one dream as a
 gymnasium env.
 
+A dream can run one M as the world and another as C's memory (``observer``): the world
+M draws the next z and the deaths, the observer M only updates the h that C reads, as it
+does in the real game. A C trained with one M can then be played in another M's dream
+(on the same V's latents): ``benchmarks/exploit.py`` asks whether a new M still falls for
+the old C's exploits.
+
 Latents are in M's standardised space. A dream starts from a zero LSTM state at a real
 latent (an episode's first frame by default); for a V with a posterior the start is
 ``mu + sigma * eps``, drawn the way M was trained. Deaths come from M's ``hazard`` (the
@@ -41,7 +47,9 @@ class DreamState:
 
     z: current latent ``(N, D)``; h, c: LSTM state ``(N, H)``; index: which of the n dreams
     each row is ``(N,)`` int64; alive: ``(N,)`` bool (all True when compacting); t: steps
-    taken; n: dreams in the batch; generator: the batch's noise source.
+    taken; n: dreams in the batch; generator: the batch's noise source; view: ``(z, h, c)``
+    as C's own M sees them when the dream has an observer (z in the observer's
+    standardisation, its LSTM state), else None (C sees z, h, c).
     """
 
     z: torch.Tensor
@@ -52,6 +60,7 @@ class DreamState:
     t: int
     n: int
     generator: torch.Generator
+    view: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     @property
     def live(self) -> int:
@@ -59,9 +68,10 @@ class DreamState:
         return int(self.alive.sum())
 
     def controller_input(self, include_cell: bool = False) -> torch.Tensor:
-        """What C sees: ``[z, h]`` ``(N, D + H)`` (``[z, h, c]`` with the cell state)."""
-        parts = [self.z, self.h, self.c] if include_cell else [self.z, self.h]
-        return torch.cat(parts, dim=-1)
+        """What C sees: ``[z, h]`` ``(N, D + H)`` (``[z, h, c]`` with the cell state), from
+        the observer M when the dream has one."""
+        z, h, c = self.view if self.view is not None else (self.z, self.h, self.c)
+        return torch.cat([z, h, c] if include_cell else [z, h], dim=-1)
 
 
 class Dream:
@@ -84,12 +94,17 @@ class Dream:
             paper; Ha's x10-weighted head at 0.5 is a hazard of 1/11).
         precision: ``32`` (fp32) or ``bf16``: M's two matmuls per step in bf16 on cached
             bf16 weights (state and sampling stay fp32; ``MDNRNN.step``).
+        observer: Another M (same latent size and actions, trained on the same V) that
+            plays C's memory: C reads its h and z in its standardisation, as a C trained
+            with it reads them in the real game; ``memory`` is the world (next z, deaths).
+            None: ``memory`` is both.
     """
 
     def __init__(self, memory: MDNRNNModule, starts: torch.Tensor, tau: float = 1.0,
                  done: str = "threshold", reward: str = "head", max_steps: int = 2100,
                  compact: bool = True, start_sigma: torch.Tensor | None = None,
-                 done_threshold: float = 0.5, precision: str = "32"):
+                 done_threshold: float = 0.5, precision: str = "32",
+                 observer: MDNRNNModule | None = None):
         for name, value, accepted in (("done", done, DONE_MODES),
                                       ("reward", reward, REWARD_MODES),
                                       ("precision", precision, tuple(PRECISIONS))):
@@ -117,6 +132,16 @@ class Dream:
         self.done_mode, self.reward_mode = done, reward
         self.max_steps, self.compact = max_steps, compact
         self.precision, self.matmul_dtype = precision, PRECISIONS[precision]
+        self.observer = None if observer is None else observer.eval()
+        if observer is not None:
+            if observer.latent_dim != memory.latent_dim or observer.action != memory.action:
+                raise UserError(f"dream observer: an M of z {observer.latent_dim} and actions "
+                                f"{observer.action}; the world M has z {memory.latent_dim} "
+                                f"and {memory.action}: both must be trained on one V's "
+                                "latents of one env")
+            # world-standardised z -> the observer's standardisation (both of one V's z)
+            self._view_scale = memory.latent_std / observer.latent_std
+            self._view_shift = (memory.latent_mean - observer.latent_mean) / observer.latent_std
 
     @property
     def latent_dim(self) -> int:
@@ -141,8 +166,14 @@ class Dream:
         if self.start_sigma is not None:
             z += self.start_sigma[pick] * torch.randn(z.shape, generator=generator)
         h, c = self.net.initial_state(n)
+        view = None
+        if self.observer is not None:
+            view = (self._to_view(z), *self.observer.net.initial_state(n))
         return DreamState(z, h, c, torch.arange(n),
-                          torch.ones(n, dtype=torch.bool), 0, n, generator)
+                          torch.ones(n, dtype=torch.bool), 0, n, generator, view)
+
+    def _to_view(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self._view_scale + self._view_shift
 
     @torch.no_grad()
     def step(self, state: DreamState, action: torch.Tensor, info: dict | None = None
@@ -176,11 +207,17 @@ class Dream:
         t = state.t + 1
         done = died | (t >= self.max_steps) | ~state.alive
         reward = torch.where(state.alive, reward, torch.zeros_like(reward))
-        nxt = replace(state, z=z, h=h, c=c, alive=~done, t=t)
+        view = None
+        if state.view is not None:  # C's memory steps on what C saw and did, as in the game
+            vz, vh, vc = state.view
+            _, vh, vc = self.observer.net.step(vz, a, vh, vc, self.matmul_dtype)
+            view = (self._to_view(z), vh, vc)
+        nxt = replace(state, z=z, h=h, c=c, alive=~done, t=t, view=view)
         if self.compact and bool(done.any()):  # nothing ended: the rows stay as they are
             keep = ~done
             nxt = replace(nxt, z=z[keep], h=h[keep], c=c[keep], index=state.index[keep],
-                          alive=nxt.alive[keep])
+                          alive=nxt.alive[keep],
+                          view=None if view is None else tuple(v[keep] for v in view))
         return nxt, z, reward, done
 
 
@@ -254,7 +291,7 @@ class DreamEnv(gym.Env):
         self.dream = Dream(dream.memory, dream.starts, dream.tau, dream.done_mode,
                            dream.reward_mode, dream.max_steps, compact=False,
                            start_sigma=dream.start_sigma, done_threshold=dream.done_threshold,
-                           precision=dream.precision)
+                           precision=dream.precision, observer=dream.observer)
         self.include_cell = include_cell
         size = dream.latent_dim + dream.hidden_size * (2 if include_cell else 1)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (size,), np.float32)

@@ -126,3 +126,58 @@ def test_on_step_sees_every_live_step_and_the_hazard_its_death_was_drawn_from():
     pred, _, _ = dream.net.step(state.z, dream.action.vector(torch.ones(3, dtype=torch.long)),
                                 state.h, state.c)
     torch.testing.assert_close(info["hazard"], dream.memory.hazard(pred.done_logit))
+
+
+def test_an_observer_m_is_c_s_memory_and_never_moves_the_world():
+    """With ``observer``, C reads the observer M's h (and z in its standardisation) while
+    the world M alone draws the dream: the same M as both is the plain dream exactly; a C
+    that ignores its input sees the world's own dreams whatever the observer; one that
+    reads its input plays differently; compaction still changes nothing."""
+    world, other = small_memory(-2.5, seed=0), small_memory(-2.5, seed=3)
+    with torch.no_grad():  # the observer standardises z its own way
+        other.latent_mean.fill_(0.3)
+        other.latent_std.fill_(2.0)
+    starts = torch.randn(10, 8, generator=torch.Generator().manual_seed(1))
+    kw = {"done": "sample", "reward": "survival", "max_steps": 200, "tau": 1.15}
+    plain = play(Dream(world, starts, **kw))
+    same = play(Dream(world, starts, observer=world, **kw))
+    assert torch.equal(plain["lengths"], same["lengths"])
+    assert plain["lengths"].min() < plain["lengths"].max()
+
+    def still(dream):  # the no-op whatever C sees
+        return rollout(dream, lambda x, i: torch.zeros(len(i), dtype=torch.long), 48,
+                       torch.Generator().manual_seed(7))
+    assert torch.equal(still(Dream(world, starts, **kw))["lengths"],
+                       still(Dream(world, starts, observer=other, **kw))["lengths"])
+    def zs(dream):  # the random population's dreams, z by z
+        seen = []
+        dim = controller_input_dim(8, 32, False)
+        params = torch.randn(4, num_params(dim, DISCRETE),
+                             generator=torch.Generator().manual_seed(0))
+        population = ControllerPopulation(params, dim, DISCRETE)
+        out = rollout(dream, lambda x, i: population(x, i % 4)[1], 48,
+                      torch.Generator().manual_seed(7),
+                      on_step=lambda st, _: seen.append(st.z[st.alive].sum().item()))
+        return out["lengths"], seen
+    _, plain_z = zs(Dream(world, starts, **kw))
+    observed_len, observed_z = zs(Dream(world, starts, observer=other, **kw))
+    assert observed_z != plain_z  # C read other inputs, acted otherwise, the world followed
+    full_len, _ = zs(Dream(world, starts, observer=other, compact=False, **kw))
+    assert torch.equal(observed_len, full_len)
+    # C's input: z in the observer's standardisation and the observer's own h
+    dream = Dream(world, starts, observer=other, **kw)
+    state = dream.reset(4, seed=0)
+    raw = state.z * world.latent_std + world.latent_mean
+    x = state.controller_input()
+    torch.testing.assert_close(x[:, :8], other.standardise(raw))
+    a = torch.ones(4, dtype=torch.long)
+    nxt, *_ = dream.step(state, a)
+    _, h, _ = other.net.step(x[:, :8], dream.action.vector(a), *other.net.initial_state(4))
+    torch.testing.assert_close(nxt.controller_input()[:, 8:], h[nxt.index])
+
+
+def test_an_observer_of_another_latent_size_is_refused():
+    world = small_memory()
+    other = MDNRNNModule(latent_dim=4, action=DISCRETE, hidden_size=32, num_mixtures=3)
+    with pytest.raises(UserError, match="dream observer: an M of z 4"):
+        Dream(world, torch.zeros(3, 8), observer=other)

@@ -53,12 +53,14 @@ def check_config(cc) -> None:
         raise UserError(f"controller_train.tau: {cc.tau}; accepted: a number > 0")
 
 
-def make_dream(cc, memory, latents, store, tau: float | None = None) -> Dream:
-    """The dream C trains in (``controller_train`` settings; ``tau`` overrides its τ)."""
+def make_dream(cc, memory, latents, store, tau: float | None = None,
+               observer=None) -> Dream:
+    """The dream C trains in (``controller_train`` settings; ``tau`` overrides its τ); with
+    an ``observer`` M, C's memory is that M and ``memory`` is the world (``Dream``)."""
     starts, sigma = dream_starts(latents, memory, cc.start, store)
     return Dream(memory, starts, tau=cc.tau if tau is None else tau, done=cc.done,
                  reward=cc.reward, max_steps=cc.max_steps, start_sigma=sigma,
-                 done_threshold=cc.done_threshold, precision=cc.precision)
+                 done_threshold=cc.done_threshold, precision=cc.precision, observer=observer)
 
 
 def generation_seed(seed: int, generation: int, salt: int = 0) -> int:
