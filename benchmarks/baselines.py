@@ -1,8 +1,9 @@
 """The policies every transfer table is read against, on the fixed evaluation seeds a
-controller's ``evaluate`` uses: uniform random play (a new action every step) and the data's
-own policy (a uniform random action held 1..10 steps, Ha & Schmidhuber's Doom data).
+controller's ``evaluate`` uses: uniform random play (a new action every step) and the data
+policies (a uniform random action held 1..max_hold steps: 1..10 is Ha & Schmidhuber's Doom
+data, 1..30 the ``max_hold: 30`` rungs').
 
-    python benchmarks/baselines.py [--seeds 0 1 2 3 4] [--episodes 50]
+    python benchmarks/baselines.py [--seeds 0 1 2 3 4] [--episodes 50] [--holds 1 10 30]
 
 Plays the real env (``jepa_wm.envs.make_env``, the evaluation's seeds
 ``jepa_wm.controller.evaluate.eval_seeds(seed, episodes)``) and writes
@@ -57,20 +58,23 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="Run seeds whose evaluation seeds are played.")
     parser.add_argument("--episodes", type=int, default=50, help="Episodes per run seed.")
+    parser.add_argument("--holds", type=int, nargs="+", default=[1, 10, 30],
+                        help="Longest holds of the random policies played (1 = uniform).")
     args = parser.parse_args()
     seeds = np.concatenate([eval_seeds(s, args.episodes) for s in args.seeds])
     run_seeds = " ".join(map(str, args.seeds))
     load, start = loadavg(), time.perf_counter()
     rows = []
-    for name, hold in (("uniform random (a new action every step)", 1),
-                       ("data policy (random action held 1..10 steps)", 10)):
+    for hold in args.holds:
+        name = ("uniform random (a new action every step)" if hold == 1 else
+                f"data policy (random action held 1..{hold} steps)")
         r = play(hold, seeds)
         rows.append(f"| {name} | {r.mean():.1f} ± {r.std():.1f} | {np.median(r):.0f} | "
                     f"{r.min():.0f}-{r.max():.0f} |")
     text = "\n".join([
         f"# Baselines on the evaluation seeds of run seeds {run_seeds}", "",
         (f"- command: `python benchmarks/baselines.py --seeds {run_seeds} --episodes "
-        f"{args.episodes}`"),
+        f"{args.episodes} --holds {' '.join(map(str, args.holds))}`"),
         (f"- env {ENV}, 64x64, episodes capped at 2100 steps; {len(seeds)} episodes, the "
         f"seeds `evaluate` plays (`eval_seeds(s, {args.episodes})` for s in {run_seeds})"),
         (f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {cpu_name()}, "
