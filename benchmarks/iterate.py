@@ -36,8 +36,10 @@ RESULTS = ROOT / "benchmarks" / "results"
 def settings_hash(args, max_hold: int) -> str:
     from jepa_wm.io import hash_obj
 
+    worlds = {} if args.worlds == "last" else {"worlds": args.worlds}  # older folders kept
     return hash_obj({"episodes": args.episodes, "epsilon": args.epsilon,
-                     "memory_epochs": args.memory_epochs, "max_hold": max_hold})[:10]
+                     "memory_epochs": args.memory_epochs, "max_hold": max_hold,
+                     **worlds})[:10]
 
 
 def load_run(run: Path, args):
@@ -54,7 +56,7 @@ def load_run(run: Path, args):
     cfg = experiment_parser().parse_args(["--config", str(run / "config.yaml")])
     cfg.iterate.rounds, cfg.iterate.episodes = args.rounds, args.episodes
     cfg.iterate.epsilon, cfg.iterate.memory_epochs = args.epsilon, args.memory_epochs
-    cfg.workers = args.workers
+    cfg.iterate.worlds, cfg.workers = args.worlds, args.workers
     latents = load_latents(run / "latents")
     store = RolloutStore(latents_store_path(latents))
     memory = load_memory(run / "memory" / "final.ckpt")
@@ -88,7 +90,8 @@ def run_round(k: int, base: dict, prev, stores: list, sets: list, folder: Path):
         sets.append(load_latents(folder / "latents"))
         models = Models(load_memory(folder / "memory" / "final.ckpt"),
                         folder / "memory" / "final.ckpt",
-                        ControllerFile.load(folder / "controller" / "best.npz"))
+                        ControllerFile.load(folder / "controller" / "best.npz"),
+                        (*prev.earlier, prev.memory))
         return read_json(result_file), models
     times = {}
     models = iterate_round(cfg, k, base["vision"], base["vision_ckpt"], prev, stores, sets,
@@ -193,6 +196,9 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=300, help="Episodes collected per round.")
     p.add_argument("--epsilon", type=float, default=0.05)
     p.add_argument("--memory-epochs", type=int, default=10)
+    p.add_argument("--worlds", choices=("last", "all"), default="last",
+                   help="iterate.worlds: each round's C trains in the last M's dream or in "
+                        "every M's so far.")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS / "iterate.md")
     args = p.parse_args()
@@ -208,7 +214,8 @@ def main() -> None:
     (root / "settings.json").write_text(json.dumps(vars(args) | {"run": str(run)},
                                                    default=str, indent=1))
     name = "/".join(run.parts[-3:])
-    settings = f"{args.episodes} eps, ε {args.epsilon}, M +{args.memory_epochs} ep"
+    settings = f"{args.episodes} eps, ε {args.epsilon}, M +{args.memory_epochs} ep" + (
+        ", C in every M's dream" if args.worlds == "all" else "")
     command = "python benchmarks/iterate.py " + " ".join(sys.argv[1:])
     rows = [{"run": name, "settings": settings, **round0(run, base)}]
     prev = Models(base["memory"], run / "memory" / "final.ckpt", base["controller"])

@@ -177,6 +177,12 @@ class IterateConfig:
             ``max_hold`` steps, as the data policy) instead of C's.
         memory_epochs: Epochs M trains further per round, from the last round's weights,
             over the run's training episodes plus every round's new ones.
+        worlds: Where each round's new C trains: ``last``, the dream of the round's M (the
+            paper), or ``all``, the dreams of every M of the run so far (round 0's and each
+            round's, each candidate's rollouts shared out evenly), with the round's M as
+            C's memory (``Dream(observer=...)``). A C trained in one M's dream is rated
+            above its real score by that M most (``benchmarks/results/exploit.md``): a
+            hole CMA-ES finds must then be in every M.
         memory_lr: Adam's learning rate for that further training (None = M's own
             ``lr``). Adam restarts each round: at M's full rate (1e-3) one round took the
             death sum on held-out random play from 1.18 to 1.91 per episode, at 1e-4 it
@@ -188,6 +194,7 @@ class IterateConfig:
     epsilon: float = 0.05
     memory_epochs: int = 10
     memory_lr: float | None = None
+    worlds: Literal["last", "all"] = "last"
 
 
 @dataclass
@@ -277,7 +284,7 @@ SPEED_ONLY = ("threads", "num_workers", "workers", "checkpoint_every")
 NEUTRAL = {"rollout_discount": 1.0, "context_frames": 1, "predictor_dropout": 0.0,
            "vicreg_smooth": 0.0, "idm_weight": 0.0, "sigreg_weighting": "convex",
            "task_weight": 0.0, "z_noise": 0.0, "max_flops": None, "max_time": None,
-           "precision": "32", "memory_lr": None}
+           "precision": "32", "memory_lr": None, "worlds": "last"}
 
 
 def _drop_neutral(value: Any) -> Any:

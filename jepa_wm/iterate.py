@@ -19,7 +19,8 @@ Each round ``k`` (folder ``round-k/`` of the stage):
    training episodes plus every round's new ones; the run's held-out episodes stay held
    out (the fidelity figures stay comparable across rounds);
 4. ``controller/``: C trained from scratch in the new M's dream, ``controller_train`` as
-   in the run (its real checks included).
+   in the run (its real checks included); with ``iterate.worlds: all``, in the dreams of
+   every M so far, the new M as its memory.
 
 Every step resumes (collect by episode, M from ``last.ckpt``, CMA-ES by generation) and a
 finished step is skipped. Nothing in a round depends on when it runs: the collection seed
@@ -103,11 +104,13 @@ def fit_round_memory(cfg, memory_path: Path, store, latents, episodes: np.ndarra
 
 @dataclass
 class Models:
-    """What one round hands the next: M (and its checkpoint) and C."""
+    """What one round hands the next: M (and its checkpoint), C, and the M's of the rounds
+    before (round 0's first: the worlds of ``iterate.worlds: all``)."""
 
     memory: object
     memory_path: Path
     controller: object
+    earlier: tuple = ()
 
 
 def run_round(cfg, k: int, vision, vision_ckpt: Path, prev: Models, stores: list, sets: list,
@@ -159,12 +162,17 @@ def run_round(cfg, k: int, vision, vision_ckpt: Path, prev: Models, stores: list
     memory = load_memory(mem_dir / "final.ckpt")
     cc = cfg.controller_train
     ctl_dir = folder / "controller"
+    earlier = (*prev.earlier, prev.memory)
     if not is_done(ctl_dir, STEP_DONE):
-        dream = make_dream(cc, memory, base_latents, base_store)
+        dream = [make_dream(cc, memory, base_latents, base_store)]
+        if ic.worlds == "all":  # the earlier M's dreams too, the new M as C's memory
+            dream += [make_dream(cc, m, base_latents, base_store, observer=memory)
+                      for m in earlier]
         real = real_player(EnvSettings.of(cfg), vision, memory, cc.include_cell, cc.workers)
         timed("train-controller", Trainer(cc, cfg.seed, memory, dream, real, ctl_dir).run)
         mark_done(ctl_dir, STEP_DONE)
-    return Models(memory, mem_dir / "final.ckpt", ControllerFile.load(ctl_dir / "best.npz"))
+    return Models(memory, mem_dir / "final.ckpt", ControllerFile.load(ctl_dir / "best.npz"),
+                  earlier)
 
 
 def round_summary(folder: Path, store) -> dict:

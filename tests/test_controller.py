@@ -264,3 +264,47 @@ def test_play_real_sums_m_hazard_along_each_episode_it_played(run_dir):
     assert len(set(out["lengths"])) > 1  # distinct lengths: sums were not mixed up
     # a still policy dies on take-cover well before the 2,100-step cap
     assert out["died"].all() and (out["lengths"] < 2100).all()
+
+
+def test_iterate_worlds_all_trains_the_round_s_c_in_every_m_s_dream(run_dir, tmp_path,
+                                                                   monkeypatch):
+    """``iterate.worlds: all``: round 1's C is trained in round 1's M's dream and in round
+    0's (the real env, a real round: C plays, M trains further), round 1's M its memory in
+    both. CMA-ES itself is replaced by a recorder of the dreams it is handed."""
+    from jepa_wm.controller import cmaes
+    from jepa_wm.memory import load_memory
+    from jepa_wm.nets.controller import controller_input_dim
+    from jepa_wm.stages import build_parser
+    from jepa_wm.stages.iterate import main
+
+    m0 = load_memory(run_dir / "memory" / "final.ckpt")
+    dim = controller_input_dim(m0.latent_dim, m0.net.hidden_size, False)
+    ControllerFile(np.zeros(num_params(dim, m0.action), np.float32), m0.latent_dim,
+                   m0.net.hidden_size, False, m0.action).save(tmp_path / "c0.npz")
+    handed = []
+
+    class Recorder:
+        def __init__(self, cc, seed, memory, dream, real, out, run=None):
+            handed.append((memory, dream))
+            self.out = Path(out)
+
+        def run(self):
+            self.out.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "c0.npz").rename(self.out / "best.npz")
+            (self.out / "history.json").write_text(json.dumps([{"best_so_far": 0.0}]))
+
+    monkeypatch.setattr(cmaes, "Trainer", Recorder)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    parser, _ = build_parser("iterate")
+    main(parser.parse_args([*parts(run_dir), "--controller", str(tmp_path / "c0.npz"),
+                            "--out", str(tmp_path / "iterate"), "--iterate.rounds", "1",
+                            "--iterate.episodes", "1", "--iterate.worlds", "all",
+                            "--evaluate.fidelity_hold_episodes", "0"]))
+    [(memory, dreams)] = handed
+    assert [d.memory is memory for d in dreams] == [True, False]
+    assert dreams[0].observer is None and dreams[1].observer is memory
+    world0 = dreams[1].memory.state_dict()
+    for key, value in m0.state_dict().items():  # the second world is round 0's M
+        assert torch.equal(world0[key], value), key
+    assert any(not torch.equal(memory.state_dict()[k], v)  # round 1's M trained further
+               for k, v in m0.state_dict().items() if v.is_floating_point())

@@ -4,6 +4,7 @@ passes check_env, bad settings are one-line errors."""
 from __future__ import annotations
 
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
@@ -181,3 +182,26 @@ def test_an_observer_of_another_latent_size_is_refused():
     other = MDNRNNModule(latent_dim=4, action=DISCRETE, hidden_size=32, num_mixtures=3)
     with pytest.raises(UserError, match="dream observer: an M of z 4"):
         Dream(world, torch.zeros(3, 8), observer=other)
+
+
+def test_fitness_over_several_worlds_shares_each_candidate_s_rollouts_out():
+    """``dream_fitness`` over one world is the plain fitness; over several, each candidate's
+    rollouts are shared out evenly (the first worlds take the remainder) and its fitness is
+    the mean over all of them: in a world that kills at once and a world that never does
+    (at the time limit), a candidate with R rollouts scores the share-weighted mean."""
+    from jepa_wm.controller.cmaes import dream_fitness
+
+    starts = torch.randn(10, 8, generator=torch.Generator().manual_seed(1))
+    kw = {"done": "threshold", "reward": "survival", "max_steps": 30}
+    deadly = Dream(small_memory(done_bias=8.0), starts, **kw)  # hazard ~1 > 0.5
+    safe = Dream(small_memory(done_bias=-8.0), starts, **kw)  # dies never
+    dim = controller_input_dim(8, 32, False)
+    population = ControllerPopulation(torch.randn(3, num_params(dim, DISCRETE)), dim, DISCRETE)
+    counts = np.array([4, 5, 7])
+    one, steps_one = dream_fitness(safe, population, counts, 3, False)
+    listed, steps_listed = dream_fitness([safe], population, counts, 3, False)
+    assert np.array_equal(one, listed) and steps_one == steps_listed == 30 * counts.sum()
+    mixed, steps = dream_fitness([safe, deadly], population, counts, 3, False)
+    in_safe = counts // 2 + counts % 2  # 2, 3, 4 of 4, 5, 7
+    np.testing.assert_allclose(mixed, (30 * in_safe + 1 * (counts - in_safe)) / counts)
+    assert steps == int((30 * in_safe + (counts - in_safe)).sum())

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -68,17 +69,26 @@ def generation_seed(seed: int, generation: int, salt: int = 0) -> int:
     return int(np.random.SeedSequence([seed, generation, salt]).generate_state(1)[0])
 
 
-def dream_fitness(dream: Dream, population: ControllerPopulation, rollouts: np.ndarray,
-                  seed: int, include_cell: bool) -> tuple[np.ndarray, int]:
+def dream_fitness(dream: Dream | Sequence[Dream], population: ControllerPopulation,
+                  rollouts: np.ndarray, seed: int, include_cell: bool
+                  ) -> tuple[np.ndarray, int]:
     """Mean dream return of each of the P candidates over ``rollouts[p]`` dreams each, all
-    of them in one batch. Returns ``(fitness (P,), dream steps)``."""
-    counts = torch.as_tensor(np.asarray(rollouts), dtype=torch.long)
-    owner = torch.repeat_interleave(torch.arange(len(counts)), counts)
-    generator = torch.Generator().manual_seed(seed)
-    out = rollout(dream, lambda x, index: population(x, owner[index])[1], len(owner),
-                  generator, include_cell)
-    sums = torch.zeros(len(counts)).index_add_(0, owner, out["returns"])
-    return (sums / counts).numpy(), out["steps"]
+    of them in one batch per world. Several dreams (worlds, e.g. the M of every round of
+    iterative training) share each candidate's rollouts out evenly (the first worlds take
+    the remainder), each world its own noise. Returns ``(fitness (P,), dream steps)``."""
+    worlds = [dream] if isinstance(dream, Dream) else list(dream)
+    counts = np.asarray(rollouts, dtype=np.int64)
+    sums, steps = torch.zeros(len(counts)), 0
+    for w, world in enumerate(worlds):
+        share = counts // len(worlds) + (w < counts % len(worlds))
+        owner = torch.repeat_interleave(torch.arange(len(counts)), torch.as_tensor(share))
+        # one world: the seed as it always was, so earlier runs replay the same dreams
+        generator = torch.Generator().manual_seed(seed if w == 0 else seed + 7919 * w)
+        out = rollout(world, lambda x, index, owner=owner: population(x, owner[index])[1],
+                      len(owner), generator, include_cell)
+        sums.index_add_(0, owner, out["returns"])
+        steps += out["steps"]
+    return (sums / torch.as_tensor(counts)).numpy(), steps
 
 
 class Trainer:
@@ -88,15 +98,16 @@ class Trainer:
         cc: The ``controller_train`` section.
         seed: The run's seed (CMA-ES's and the dreams' noise).
         memory: M (``MDNRNNModule``).
-        dream: The dream (``where: dream``); None for ``where: real``.
+        dream: The dream (``where: dream``), or several (worlds sharing each candidate's
+            rollouts, ``dream_fitness``); None for ``where: real``.
         real: ``callable(params (n,), episodes, seed) -> returns`` playing the real env
             (needs V); None skips the real checks and ``where: real``.
         out: Output folder.
         run: A wandb run (or None).
     """
 
-    def __init__(self, cc, seed: int, memory, dream: Dream | None, real, out: Path,
-                 run=None):
+    def __init__(self, cc, seed: int, memory, dream: Dream | Sequence[Dream] | None, real,
+                 out: Path, run=None):
         self.cc, self.seed = cc, int(seed)
         check_config(self.cc)
         self.memory, self.dream, self.real, self.out = memory, dream, real, out
