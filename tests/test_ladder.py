@@ -65,3 +65,23 @@ def test_a_rung_with_another_c_search_shares_v_and_m_but_never_c(tmp_path):
     other.write_text("# a rung with a smaller CMA-ES population\n" + yaml.safe_dump(values))
     assert _shared(ladder, other, runs) == {"vision": True, "latents": True, "memory": True,
                                             "controller": False}
+
+
+def test_doom_full_is_the_h30_round_rung_stage_for_stage():
+    """``configs/experiments/doom_full.yaml`` states the scores of the ladder rung
+    ``m512_shared_h30_it1``: every stage of it must have that rung's identity (seed 0),
+    and a changed key of either file breaks it."""
+    from jepa_wm import contract, pipeline
+
+    configs = ROOT / "configs"
+    rung = pipeline.resolve([configs / "experiments" / "doom_fast.yaml",
+                             configs / "variants" / "vae.yaml",
+                             configs / "ladder" / "m512_shared_h30_it1.yaml"], 0, "runs")
+    full = pipeline.resolve([configs / "experiments" / "doom_full.yaml",
+                             configs / "variants" / "vae.yaml"], 0, "runs")
+    for stage in contract.STAGE_ORDER:
+        assert contract.identity(stage, full) == contract.identity(stage, rung), stage
+    other = pipeline.resolve([configs / "experiments" / "doom_full.yaml",
+                              configs / "variants" / "vae.yaml"], 0, "runs",
+                             overrides={"iterate.episodes": 200})
+    assert contract.identity("iterate", other) != contract.identity("iterate", rung)
