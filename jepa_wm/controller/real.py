@@ -42,11 +42,11 @@ def observe(vision, memory, obs, draw: Callable[[torch.Size], torch.Tensor]) -> 
 
 
 @torch.no_grad()
-def play_real(env: EnvSettings, vision, memory, population: ControllerPopulation, owners: np.ndarray,
-              seeds: np.ndarray, include_cell: bool = False, workers: int = 2,
+def play_real(env: EnvSettings, vision, memory, population: ControllerPopulation,
+              owners: np.ndarray, seeds: np.ndarray, include_cell: bool = False, workers: int = 2,
               on_episode: Callable[[int, float], None] | None = None) -> dict:
-    """Play one real episode per job of ``env``: job j uses candidate ``owners[j]`` of ``population``
-    and env seed ``seeds[j]``.
+    """Play one real episode per job of ``env``: job j uses candidate ``owners[j]`` of
+    ``population`` and env seed ``seeds[j]``.
 
     Returns ``returns`` ``(J,)`` float, ``lengths`` ``(J,)`` int, ``steps`` (agent steps
     taken in all), ``died`` ``(J,)`` bool (the episode terminated, not truncated) and
