@@ -53,6 +53,27 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def new_memmap(path: str | os.PathLike, dtype: Any, shape: tuple[int, ...]):
+    """A new ``.npy`` file at ``path`` opened as a writable memory map, its disk blocks
+    reserved up front: a full disk is then an ``OSError`` (ENOSPC) here, not a SIGBUS (the
+    process killed with "Bus error") on the first page written into a hole of a sparse file.
+    """
+    import numpy as np
+    from numpy.lib.format import open_memmap
+
+    arr = open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=shape)
+    reserve = getattr(os, "posix_fallocate", None)  # Linux, FreeBSD; not macOS
+    if reserve is not None:
+        try:
+            with open(path, "r+b") as f:
+                reserve(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP):  # a file system without it
+                del arr
+                raise
+    return arr
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:

@@ -230,22 +230,20 @@ def _small_controller(ctx: Ctx, name: str) -> Path:
 
 
 @contextlib.contextmanager
-def disk_full_on_shard_write() -> Iterator[None]:
-    """Simulate a full disk: the first shard array written fails with ENOSPC after its
-    file is created (as a real ``write`` would fail part-way)."""
-    from jepa_wm.data import store as store_mod
+def disk_full_on_memmap() -> Iterator[None]:
+    """Simulate a full disk where a real one reports it for a memory-mapped write (a shard's
+    arrays, a latent set's z): reserving the new file's blocks fails with ENOSPC after the
+    file is created (unreserved, the first page written into the hole would kill the
+    process with SIGBUS instead)."""
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    real = store_mod.open_memmap
-
-    def full(filename, *args, **kwargs):
-        Path(filename).write_bytes(b"\x93NUMPY partial")
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(filename))
-
-    store_mod.open_memmap = full
+    real = os.posix_fallocate
+    os.posix_fallocate = full
     try:
         yield
     finally:
-        store_mod.open_memmap = real
+        os.posix_fallocate = real
 
 
 @contextlib.contextmanager
@@ -402,7 +400,7 @@ CASES: list[Case] = [
     Case("full-disk-collect", "a full disk while a shard is written (ENOSPC, simulated)",
          lambda c: ["collect", "--episodes", "5", "--workers", "1", "--out",
                     str(_copy_store(c, "full-disk"))],
-         r"store/shard-00002: no space left on device", patch=disk_full_on_shard_write),
+         r"store/shard-00002: no space left on device", patch=disk_full_on_memmap),
     Case("zero-step-limit", "max_episode_steps 0",
          lambda c: _collect(c, "--max_episode_steps", "0"),
          r"max_episode_steps 0: must be 1 or more"),
@@ -475,6 +473,10 @@ CASES: list[Case] = [
                                "jepa_wm.vision.VAEModule\n  init_args:\n    lr: 1.0e+30\n")
          + ["--out", str(c.bad("nan-v") / "vision"), "--vision_train.max_steps", "3"],
          r"loss is (nan|inf) at step [12]; batch frames mean"),
+    Case("full-disk-encode", "a full disk while z.npy is written (ENOSPC, simulated)",
+         lambda c: ["encode", "--vision", str(c.vision), "--data", str(c.store), "--out",
+                    str(c.bad("full-encode") / "latents")],
+         r"full-encode/latents/z\.npy: no space left on device", patch=disk_full_on_memmap),
     Case("encode-store-of-another-size", "encode a 32x32 store with a V for 64x64 frames",
          lambda c: ["encode", "--vision", str(c.vision), "--data", str(_small_store(c)),
                     "--out", str(c.latents)], r"store32/rollouts: frames of 32x32; .*64x64"),

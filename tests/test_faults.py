@@ -251,7 +251,7 @@ def test_collect_after_a_full_disk_resumes_and_keeps_the_old_shards(ctx, tmp_pat
     shutil.copytree(ctx.store, store)
     old = faults.tree_digest(store)
     args = ["collect", "--episodes", "5", "--workers", "1", "--out", str(store)]
-    with faults.capture() as cap, faults.disk_full_on_shard_write():
+    with faults.capture() as cap, faults.disk_full_on_memmap():
         assert cli.main(args) == 2
     assert "no space left on device" in cap.err and faults.tree_digest(store) == old
     in_process(*args)  # space is back: the missing episode is collected

@@ -38,3 +38,25 @@ def test_atomic_writes_get_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_new_memmap_reserves_its_blocks_before_anything_is_written(tmp_path):
+    """An unreserved memory-mapped .npy is a sparse file: on a full disk the first page
+    written into it kills the process with SIGBUS. new_memmap's file owns its blocks from
+    the start (a full disk is then an OSError at creation), and is an ordinary .npy."""
+    import numpy as np
+    from numpy.lib.format import open_memmap
+
+    from jepa_wm.io import new_memmap
+
+    shape = (4096, 256)  # 4 MiB of float32
+    sparse = open_memmap(tmp_path / "sparse.npy", mode="w+", dtype=np.float32, shape=shape)
+    arr = new_memmap(tmp_path / "z.npy", np.float32, shape)
+    size = (tmp_path / "z.npy").stat().st_size
+    assert size > 4 * 4096 * 256
+    assert (tmp_path / "sparse.npy").stat().st_blocks * 512 < size // 2  # holes, on this fs
+    assert (tmp_path / "z.npy").stat().st_blocks * 512 >= size
+    arr[:] = 1.5
+    arr.flush()
+    del arr, sparse
+    assert np.load(tmp_path / "z.npy").shape == shape and np.load(tmp_path / "z.npy")[7, 3] == 1.5

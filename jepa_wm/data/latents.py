@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.lib.format import open_memmap
 
-from jepa_wm.io import UserError, atomic_path, read_json, sha256_file, write_json
+from jepa_wm.io import UserError, atomic_path, new_memmap, read_json, sha256_file, write_json
 
 Z_FILE, SIGMA_FILE, META_FILE = "z.npy", "sigma.npy", "meta.json"
 
@@ -47,7 +46,7 @@ def write_latents(out: str | os.PathLike, frames: int, latent_dim: int,
         stale.unlink()  # left by a killed write; never read
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(atomic_path(out / Z_FILE))
-        z_map = open_memmap(tmp, mode="w+", dtype=np.float32, shape=(frames, latent_dim))
+        z_map = new_memmap(tmp, np.float32, (frames, latent_dim))
         sigma_map = None
         for batch in batches:
             z, sigma = batch if isinstance(batch, tuple) else (batch, None)
@@ -55,8 +54,7 @@ def write_latents(out: str | os.PathLike, frames: int, latent_dim: int,
                 has_sigma = sigma is not None
                 if has_sigma:  # published (renamed) together with z, or not at all
                     tmp_sigma = stack.enter_context(atomic_path(out / SIGMA_FILE))
-                    sigma_map = open_memmap(tmp_sigma, mode="w+", dtype=np.float32,
-                                            shape=(frames, latent_dim))
+                    sigma_map = new_memmap(tmp_sigma, np.float32, (frames, latent_dim))
             z = np.asarray(z, dtype=np.float32)
             if not np.isfinite(z).all() or (sigma is not None and not np.isfinite(sigma).all()):
                 raise UserError(f"encode: non-finite z for frames {start}..{start + len(z) - 1}"

@@ -33,10 +33,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from numpy.lib import format as npformat
-from numpy.lib.format import open_memmap
 
 from jepa_wm.envs.actions import ActionSpace
-from jepa_wm.io import UserError, read_json, sha256_file, write_json
+from jepa_wm.io import UserError, new_memmap, read_json, sha256_file, write_json
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
@@ -194,8 +193,8 @@ class RolloutWriter:
         try:
             for key in keys:
                 first = np.asarray(episodes[0][key])
-                arr = open_memmap(tmp / f"{key}.npy", mode="w+", dtype=first.dtype,
-                                  shape=(int(lengths.sum()),) + first.shape[1:])
+                arr = new_memmap(tmp / f"{key}.npy", first.dtype,
+                                 (int(lengths.sum()),) + first.shape[1:])
                 for ep, s, n in zip(episodes, starts, lengths):
                     arr[s:s + n] = ep[key]
                 arr.flush()
