@@ -27,8 +27,10 @@ from jepa_wm.io import UserError, claim, load_weights, save_checkpoint, write_js
 from jepa_wm.nets.mdnrnn import MDNRNN, gmm_nll
 from jepa_wm.parts import build_part, part_class
 from jepa_wm.steps import (
+    VALIDATION_LOG,
     AtomicCheckpointIO,
     StepSeed,
+    ValidationLog,
     checkpoint_step,
     read_checkpoint,
     total_steps,
@@ -431,7 +433,7 @@ def _fit(module: MDNRNNModule, tc: Any, seed: int, train, val, out: Path, resume
         default_root_dir=out, max_epochs=1, max_steps=train.total,
         accelerator=tc.accelerator, devices=tc.devices, strategy=tc.strategy,
         num_nodes=tc.num_nodes, precision=tc.precision,
-        logger=logger, callbacks=[checkpoint, StepSeed(seed)], enable_model_summary=False,
+        logger=logger, callbacks=[checkpoint, StepSeed(seed), ValidationLog(out / VALIDATION_LOG)], enable_model_summary=False,
         log_every_n_steps=max(1, min(50, epoch)), num_sanity_val_steps=0,
         enable_progress_bar=True, deterministic=False, plugins=[AtomicCheckpointIO()],
         val_check_interval=max(1, min(epoch, train.total)),

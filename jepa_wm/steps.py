@@ -18,6 +18,7 @@ cut; validation runs every data epoch's worth of steps (``val_check_interval``).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +101,47 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
         with io.atomic_path(path) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
+#: The learning-curve file of V's and M's folders (``ValidationLog``).
+VALIDATION_LOG = "validation.json"
+
+
+class ValidationLog(pl.Callback):
+    """The learning curve on disk, W&B or not: after every validation, its metrics (M's
+    ``val/*`` losses, V's ``vision/*`` diagnostics on held-out frames) with the training step (``step``) and the seconds of training so far
+    (``seconds``) are appended to ``path`` (a JSON list, ``VALIDATION_LOG`` in V's and M's
+    folders, rewritten atomically).
+
+    On a resumed fit the entries after the restored step (the killed part's, redone now)
+    are dropped, so the log is the one an uninterrupted run writes; ``seconds`` then counts
+    the earlier part up to its last kept entry. Lightning does not repeat a validation due at
+    the very step a run resumes from, so a run killed in that window lacks that one entry.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.entries: list[dict] = []
+
+    def on_train_start(self, trainer, pl_module):  # after a checkpoint's step is restored
+        from jepa_wm import io
+
+        old = io.read_json(self.path) if self.path.exists() else []
+        step = trainer.global_step
+        self.entries = [e for e in old if isinstance(e, dict) and e.get("step", 1e18) <= step]
+        self._offset = self.entries[-1]["seconds"] if self.entries else 0.0
+        self._t0 = time.perf_counter()
+        if len(self.entries) != len(old):
+            io.write_json(self.path, self.entries)
+
+    def on_validation_end(self, trainer, pl_module):
+        from jepa_wm import io
+
+        if trainer.sanity_checking or not hasattr(self, "_t0"):
+            return  # (a validate() after this fit is its last point: V's final weights)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+                   if k.startswith(("val/", "vision/"))}
+        self.entries.append({"step": int(trainer.global_step),
+                             "seconds": round(self._offset + time.perf_counter() - self._t0, 3),
+                             **metrics})
+        io.write_json(self.path, self.entries)

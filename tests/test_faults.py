@@ -295,6 +295,19 @@ def assert_same_weights(a: Path, b: Path) -> None:
         assert torch.equal(sa[k], sb[k]), f"{k} differs"
 
 
+def assert_same_curve(resumed: Path, straight: Path, killed_at: int) -> None:
+    """The resumed run's validation.json is the uninterrupted run's: every validation at
+    the same steps with the same losses, bit for bit (one due at the very step the run
+    resumed from may be missing: Lightning does not repeat it)."""
+    a, b = ({e["step"]: {k: v for k, v in e.items() if k != "seconds"}
+             for e in json.loads((d / "validation.json").read_text())}
+            for d in (resumed, straight))
+    assert len(b) >= 2 and all(len(e) > 1 and np.isfinite(list(e.values())).all()
+                               for e in b.values())
+    assert list(a) == sorted(a) and set(b) - set(a) <= {killed_at} and set(a) <= set(b)
+    assert all(a[k] == b[k] for k in a), [(k, a[k], b[k]) for k in a if a[k] != b[k]]
+
+
 def test_train_vision_killed_then_rerun_ends_bit_for_bit_like_an_uninterrupted_run(ctx,
                                                                                    tmp_path):
     """Killed at a random step, V resumes from last.ckpt and ends with the weights of a run
@@ -318,6 +331,7 @@ def test_train_vision_killed_then_rerun_ends_bit_for_bit_like_an_uninterrupted_r
     assert 0 < killed_at < a["steps"] == b["steps"]
     assert_same_weights(out / "final.ckpt", tmp_path / "straight" / "final.ckpt")
     assert a["vision/recon_mse"] == b["vision/recon_mse"]
+    assert_same_curve(out, tmp_path / "straight", killed_at)
 
 
 def _memory_args(ctx, out: Path) -> list:
@@ -349,6 +363,7 @@ def test_train_memory_killed_then_rerun_ends_bit_for_bit_like_an_uninterrupted_r
                              (out, tmp_path / "straight"))
     for key in ("final_gmm_nll", "val_gmm_nll", "final_done_loss"):
         assert np.isfinite(m_resumed[key]) and m_resumed[key] == m_straight[key], key
+    assert_same_curve(out, tmp_path / "straight", killed_at)
 
 
 def test_evaluate_killed_mid_episodes_then_rerun_gives_the_same_scores(ctx_m, tmp_path):

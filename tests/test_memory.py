@@ -78,12 +78,19 @@ def test_posterior_latents_are_resampled_every_batch(doom_store, tmp_path):
     expected = np.sqrt(mu.var(0) + np.mean(np.asarray(latents.sigma, np.float64) ** 2, 0))
     np.testing.assert_allclose(latents.std, expected, rtol=1e-4)
     chunks = EpisodeChunks(store, latents, seq_len=2000, batch_size=4, shuffle=False)
-    first, second = next(iter(chunks)), next(iter(chunks))  # two epochs, same frames
+    n = chunks.epoch_length(0)
+    chunks.total = 2 * n  # the training stream: two epochs, same frames, new noise
+    batches = list(chunks)
+    first, second = batches[0], batches[n]
     mask = first["mask"]
     assert torch.equal(mask, second["mask"])
     assert not torch.equal(first["z"][mask], second["z"][mask])
     noise = (first["z"][mask] - second["z"][mask]) / np.sqrt(2)  # ~ sigma per dim
     np.testing.assert_allclose(noise.std(0).numpy(), [0.2, 0.2, 0.2, 1.0], rtol=0.1)
+    # a validation stream (unshuffled, no total) scores the same draws every time
+    val = EpisodeChunks(store, latents, seq_len=2000, batch_size=4, shuffle=False)
+    assert torch.equal(next(iter(val))["z"], next(iter(val))["z"])
+    assert torch.equal(next(iter(val))["z"], first["z"])
 
 
 def train_memory_cli(store: RolloutStore, tmp_path: Path, *extra: str) -> Path:

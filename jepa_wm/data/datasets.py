@@ -238,12 +238,16 @@ class EpisodeChunks(IterableDataset):
         return self.total if self.total is not None else self.epoch_length(self.epoch)
 
     def __iter__(self):
-        """Without ``total``: one data epoch (the next one each time). With it: training
-        steps ``start .. total - 1``, epoch after epoch; step g is the same batch, noise
-        included, whatever step the stream starts from (exact resume)."""
+        """Without ``total``: one data epoch, the next one each time when shuffled; an
+        unshuffled (validation) stream gives epoch 0 every time, noise included, so every
+        validation scores the same held-out sample and a resumed run's curve is an
+        uninterrupted one's. With ``total``: training steps ``start .. total - 1``, epoch
+        after epoch; step g is the same batch, noise included, whatever step the stream
+        starts from (exact resume)."""
         if self.total is None:
-            self.epoch += 1
-            yield from self._epoch(self.epoch - 1)
+            if self.shuffle:
+                self.epoch += 1
+            yield from self._epoch(self.epoch - 1 if self.shuffle else 0)
             return
         if not len(self.episodes):
             return

@@ -36,9 +36,11 @@ from jepa_wm.contract import identity
 from jepa_wm.data.datasets import FrameDataset, WindowDataset, split_episodes
 from jepa_wm.data.store import RolloutStore
 from jepa_wm.steps import (
+    VALIDATION_LOG,
     AtomicCheckpointIO,
     StepBatches,
     StepSeed,
+    ValidationLog,
     checkpoint_step,
     read_checkpoint,
     total_steps,
@@ -304,7 +306,7 @@ def train_vision(spec: dict, tc: Any, seed: int, store: RolloutStore, out: str |
                            every_n_train_steps=tc.checkpoint_every)
     last_val = LastValidation()
     trainer = _trainer(tc, out, [ckpt, fps, last_val, NonFiniteLoss(), StepSeed(seed),
-                                  RichProgressBar()], logger, sampler.total, sampler.per_epoch)
+                                  ValidationLog(out / VALIDATION_LOG), RichProgressBar()], logger, sampler.total, sampler.per_epoch)
     t0 = time.time()
     if trainable and sampler.total:
         if resumed is not None:
