@@ -146,16 +146,25 @@ class MDNRNNModule(pl.LightningModule):
 
         Rows that end before T run on through their (zero) padding, unmasked in the state
         but masked in the losses: such a row is at its episode's end, and its lane starts
-        the next chunk from zero. (Packing the rows instead made the CPU backward ~10x
-        slower: 2-6 s against 0.2 s for 16 x 500 steps, LSTM 256.)"""
+        the next chunk from zero. (Packing the rows with ``pack_padded_sequence`` made the
+        CPU backward ~10x slower: 2-6 s against 0.2 s for 16 x 500 steps, LSTM 256.) A
+        batch with ``start`` ``(B, T+1)`` (``EpisodeChunks(pack=True)``) holds episodes back
+        to back instead: the state is zeroed where one begins (``MDNRNN.forward``'s
+        segments) and the step before it has no next-z target."""
         z = self.standardise(batch["z"].float())
         a = self.action.vector(batch["a"])
         mask = batch["mask"].bool()
-        step_mask, next_mask = mask[:, :-1].float(), mask[:, 1:].float()
+        start = batch.get("start")  # episodes packed back to back (memory_train.pack)
+        if start is not None:  # the step before an episode's first has no next-z target
+            start = start.bool()
+            mask_next = mask[:, 1:] & ~start[:, 1:]
+        step_mask = mask[:, :-1].float()
+        next_mask = (mask[:, 1:] if start is None else mask_next).float()
         z_in = z[:, :-1]
         if self.training and self.hparams.get("z_noise", 0.0) > 0:  # torch's generator:
             z_in = z_in + self.hparams.z_noise * torch.randn_like(z_in)  # seeded per step
-        pred, state = self.net(z_in, a[:, :-1], state)
+        pred, state = self.net(z_in, a[:, :-1], state,
+                               None if start is None else start[:, :-1])
         nll = gmm_nll(z[:, 1:], pred.logit_pi, pred.mu, pred.log_sigma) / self.latent_dim
         pos_weight = torch.tensor(self.hparams.done_pos_weight, device=z.device)
         bce = F.binary_cross_entropy_with_logits(
@@ -297,7 +306,8 @@ def loss_summary(module: MDNRNNModule, loader, max_batches: int | None = None
             if max_batches is not None and i >= max_batches:
                 break
             mask = batch["mask"].bool()
-            steps, targets = float(mask[:, :-1].sum()), float(mask[:, 1:].sum())
+            nxt = mask[:, 1:] & ~batch["start"][:, 1:].bool() if "start" in batch else mask[:, 1:]
+            steps, targets = float(mask[:, :-1].sum()), float(nxt.sum())
             for k, v in module.stream_losses(batch, "summary").items():
                 if k not in ("state", "objective"):  # objective: a per-slot figure
                     w = targets if k == "gmm_nll" else steps
@@ -392,9 +402,11 @@ def fit_memory(module: MDNRNNModule, tc: Any, seed: int, store, latents,
         return EpisodeChunks(store, latents, seq_len, tc.batch_size, episodes,
                              shuffle=shuffle, seed=seed, **steps)
 
+    # training packs episodes when asked (speed); validation and the summaries do not, so
+    # their figures mean the same with pack on or off (the same steps, the same states)
     if not module.hparams.untrained:
         last = read_checkpoint(out / "last.ckpt")  # pickled code in it is refused, not run
-        train = chunks(train_eps, True, start=checkpoint_step(last))
+        train = chunks(train_eps, True, start=checkpoint_step(last), pack=tc.pack)
         train.total = total_steps(train.steps(tc.max_epochs), tc.max_steps)
         _fit(module, tc, seed, train, chunks(val_eps, False) if len(val_eps) else None, out,
              resume=last is not None, logger=logger)

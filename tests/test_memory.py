@@ -69,6 +69,68 @@ def test_carried_chunks_give_the_losses_of_whole_episodes(doom_store, tmp_path):
     assert np.mean(forgetful) != pytest.approx(short["gmm_nll"], rel=1e-3)
 
 
+def test_packed_chunks_play_every_step_once_and_zero_the_state_where_episodes_begin(
+        doom_store, tmp_path):
+    """`memory_train.pack`: a lane goes straight on with its next episode inside a chunk.
+    Every frame is a step exactly once, `start` marks exactly the episodes' first frames,
+    the epoch takes fewer batches than padded chunks, and an M scores the same per-step
+    losses on it as on whole episodes from a zero state (its state is zeroed where an
+    episode begins, and no next-z target crosses into another episode)."""
+    store = RolloutStore(doom_store)
+    latents = write_test_latents(store, tmp_path / "z", sigma=False)
+    frame_of = {latents.z[i].tobytes(): i for i in range(store.num_frames)}
+    packed = EpisodeChunks(store, latents, seq_len=64, batch_size=1, shuffle=True, seed=1,
+                           pack=True)
+    batches = list(packed)
+    assert len(batches) == packed.epoch_length(0)
+    assert len(batches) < EpisodeChunks(store, latents, 64, 1, seed=1).epoch_length(0)
+    steps, firsts = [], []
+    for batch in batches:
+        mask, start = batch["mask"][:, :-1], batch["start"][:, :-1]
+        frames = [frame_of[z.numpy().tobytes()] for z in batch["z"][:, :-1][mask]]
+        steps += frames
+        firsts += [f for f, s in zip(frames, start[mask]) if s]
+        assert batch["reset"].tolist() == (batch["start"][:, 0] | ~batch["mask"][:, 0]).tolist()
+    assert sorted(steps) == list(range(store.num_frames))
+    assert sorted(firsts) == sorted(store.episode_starts.tolist())
+    assert any(b["start"][:, 1:-1].any() for b in batches)  # episodes do begin mid-chunk
+
+    torch.manual_seed(0)
+    module = MDNRNNModule(latent_dim=D, action=DISCRETE, hidden_size=16, num_mixtures=3)
+    longest = int(store.episode_lengths.max())
+    whole = loss_summary(module, EpisodeChunks(store, latents, longest, 2, shuffle=False))
+    packed_losses = loss_summary(module, EpisodeChunks(store, latents, 37, 2, shuffle=False,
+                                                       pack=True))
+    for k in ("gmm_nll", "reward_loss", "done_loss"):
+        assert packed_losses[k] == pytest.approx(whole[k], rel=1e-4), k
+
+
+def test_train_memory_packs_episodes_when_asked(doom_store, tmp_path):
+    """The real CLI with `memory_train.pack: true` trains in fewer steps per epoch than
+    padded chunks, to finite losses; `vision_train.pack` is refused in one line."""
+    import json
+
+    store = RolloutStore(doom_store)
+    args = ("--memory_train.max_epochs", "3", "--memory_train.max_steps", "-1",
+            "--memory_train.batch_size", "1",
+            "--memory_model.init_args.seq_len", "64", "--memory_train.val_fraction", "0.25")
+    packed = train_memory_cli(store, tmp_path / "packed", *args, "--memory_train.pack", "true")
+    padded = train_memory_cli(store, tmp_path / "padded", *args)
+    steps = [torch.load(d / "last.ckpt", weights_only=True)["global_step"]
+             for d in (packed, padded)]
+    assert 0 < steps[0] < steps[1]
+    metrics = json.loads((packed / "metrics.json").read_text())
+    assert np.isfinite(metrics["val_gmm_nll"]) and np.isfinite(metrics["final_done_loss"])
+    run = subprocess.run(
+        [sys.executable, "-m", "jepa_wm.cli", "train-vision", "--config",
+         "configs/experiments/smoke.yaml", "--data", str(doom_store), "--out",
+         str(tmp_path / "v"), "--vision_train.pack", "true"], cwd=ROOT,
+        env={**os.environ, "WANDB_MODE": "disabled"}, capture_output=True, text=True,
+        timeout=300, check=False)
+    assert run.returncode == 2 and "vision_train.pack: true; accepted: false" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+
+
 def test_posterior_latents_are_resampled_every_batch(doom_store, tmp_path):
     store = RolloutStore(doom_store)
     latents = write_test_latents(store, tmp_path / "z", sigma=True)
@@ -124,15 +186,17 @@ def test_train_memory_holds_out_episodes_and_reports_their_losses(doom_store, tm
     assert metrics["train_frames"] == store.num_frames - held
 
 
+@pytest.mark.parametrize("pack", [False, True])
 def test_chunk_stream_started_at_step_k_is_the_tail_of_the_stream_from_zero(doom_store,
-                                                                           tmp_path):
+                                                                           tmp_path, pack):
     """Step g of M's training stream is the same batch, z noise included, whatever step
     the stream starts from (the epochs in between included): what exact resume needs."""
     store = RolloutStore(doom_store)
     latents = write_test_latents(store, tmp_path / "z", sigma=True)
 
     def stream(start):
-        chunks = EpisodeChunks(store, latents, seq_len=64, batch_size=3, seed=4, start=start)
+        chunks = EpisodeChunks(store, latents, seq_len=64, batch_size=3, seed=4, start=start,
+                               pack=pack)
         chunks.total = chunks.steps(max_epochs=3)
         return chunks
 

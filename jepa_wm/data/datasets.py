@@ -191,6 +191,13 @@ class EpisodeChunks(IterableDataset):
     - ``reset`` bool ``(B,)``: the chunk starts an episode (the lane's state is zeroed);
       lanes with no episode left in the epoch are all-masked with ``reset`` True.
 
+    With ``pack`` a lane whose episode ends inside a chunk goes straight on with its next
+    episode instead of padding the rest of the chunk, and the batch also holds ``start``
+    bool ``(B, L)``: the step begins an episode (M zeroes that lane's state there, and the
+    step before it has no next-z target). Episode i of the epoch's order goes to the lane
+    with the fewest frames so far (the lowest-numbered on a tie): the lane that runs out
+    first. Every frame is a step exactly once either way.
+
     Args:
         store: A ``RolloutStore``.
         latents: A ``LatentSet`` aligned with ``store``.
@@ -203,11 +210,12 @@ class EpisodeChunks(IterableDataset):
         total: Training steps: iterate the steps ``start .. total - 1`` across epochs
             (``steps`` counts those of whole epochs); None = one data epoch per iteration.
         start: The step to start from (a resumed training's restored step).
+        pack: Episodes back to back in each lane (above).
     """
 
     def __init__(self, store: RolloutStore, latents, seq_len: int, batch_size: int,
                  episodes: Sequence[int] | None = None, shuffle: bool = True, seed: int = 0,
-                 total: int | None = None, start: int = 0):
+                 total: int | None = None, start: int = 0, pack: bool = False):
         if seq_len < 1 or batch_size < 1:
             raise UserError(f"seq_len {seq_len}, batch_size {batch_size}: must be >= 1")
         if len(latents.z) != store.num_frames:
@@ -217,7 +225,7 @@ class EpisodeChunks(IterableDataset):
         self.seq_len, self.batch_size = seq_len, batch_size
         self.episodes = _episodes(store, episodes)
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
-        self.total, self.start = total, start
+        self.total, self.start, self.pack = total, start, pack
         self._chunks = np.ceil(store.episode_lengths / seq_len).astype(int)
 
     def _order(self, epoch: int) -> np.ndarray:
@@ -228,7 +236,31 @@ class EpisodeChunks(IterableDataset):
     def epoch_length(self, epoch: int) -> int:
         """Batches in data epoch ``epoch`` (lanes take episodes greedily in its order, so
         it lasts as long as the busiest lane)."""
+        if self.pack:
+            frames = [len(stream) for stream, _ in self._lanes(epoch)]
+            return -(-max(frames, default=0) // self.seq_len)
         return _lane_batches(self._chunks[self._order(epoch)], self.batch_size)
+
+    def _lanes(self, epoch: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``pack``: each lane's frame indices in epoch ``epoch`` (its episodes back to back)
+        and where its episodes begin (bool, same length)."""
+        import heapq
+
+        order = self._order(epoch)
+        starts, ends = self.store.episode_starts, self.store.episode_ends
+        heap = [(0, b) for b in range(min(self.batch_size, len(order)))]
+        lanes: list[list[int]] = [[] for _ in heap]
+        for e in order:
+            load, b = heapq.heappop(heap)
+            lanes[b].append(int(e))
+            heapq.heappush(heap, (load + int(ends[e] - starts[e]), b))
+        out = []
+        for eps in lanes:
+            lengths = ends[eps] - starts[eps]
+            first = np.zeros(int(lengths.sum()), bool)
+            first[np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)] = True
+            out.append((np.concatenate([np.arange(starts[e], ends[e]) for e in eps]), first))
+        return out
 
     def steps(self, max_epochs: int) -> int:
         """Training steps in ``max_epochs`` data epochs."""
@@ -267,6 +299,9 @@ class EpisodeChunks(IterableDataset):
     def _epoch(self, epoch: int, skip: int = 0):
         """The batches of data epoch ``epoch`` from its ``skip``-th on; batch p's z noise is
         drawn from ``(seed, epoch, p)``."""
+        if self.pack:
+            yield from self._packed_epoch(epoch, skip)
+            return
         queue = list(self._order(epoch))[::-1]
         B, S = self.batch_size, self.seq_len
         lane_ep, lane_pos = np.full(B, -1), np.zeros(B, np.int64)
@@ -290,6 +325,22 @@ class EpisodeChunks(IterableDataset):
                 yield self._batch(idx, mask, reset, np.random.default_rng([self.seed, epoch, pos]))
             lane_pos += S
             pos += 1
+
+    def _packed_epoch(self, epoch: int, skip: int):
+        lanes, S = self._lanes(epoch), self.seq_len
+        B = self.batch_size
+        for p in range(skip, -(-max((len(s) for s, _ in lanes), default=0) // S)):
+            pos = p * S + np.arange(S + 1)
+            idx = np.zeros((B, S + 1), np.int64)
+            mask, start = np.zeros((B, S + 1), bool), np.zeros((B, S + 1), bool)
+            for b, (stream, first) in enumerate(lanes):
+                ok = pos < len(stream)
+                idx[b] = stream[np.minimum(pos, len(stream) - 1)]
+                mask[b], start[b] = ok, ok & first[np.minimum(pos, len(stream) - 1)]
+            batch = self._batch(idx, mask, start[:, 0] | ~mask[:, 0],
+                                np.random.default_rng([self.seed, epoch, p]))
+            batch["start"] = torch.from_numpy(start)
+            yield batch
 
     def _batch(self, idx: np.ndarray, mask: np.ndarray, reset: np.ndarray,
                rng: np.random.Generator) -> dict[str, torch.Tensor]:
