@@ -257,6 +257,43 @@ def seed_summary(rows: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
+def variant_summary(rows: list[dict]) -> list[str]:
+    """Each V run on a rung against the VAE on the same rung and seeds (issue 13's verdict):
+    per seed both real means, the mean difference (V - VAE) with a 95% bootstrap CI over the
+    paired seeds, the seeds V wins, and P(V > VAE) over all pairs of seeds (rliable)."""
+    from jepa_wm.report import bootstrap_ci, p_improvement
+
+    scored = [r for r in rows if r["results"].get("real_mean") is not None]
+    vae = {(r["rung"], r["seed"]): r["results"]["real_mean"] for r in scored
+           if r["variant"] == "vae"}
+    pairs: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
+    for r in scored:
+        base = r["rung"].removesuffix(f" [{r['variant']}]")
+        if r["variant"] != "vae" and (base, r["seed"]) in vae:
+            pairs.setdefault((base, r["variant"]), []).append(
+                (r["seed"], r["results"]["real_mean"], vae[(base, r["seed"])]))
+    if not pairs:
+        return []
+    lines = ["## V against the VAE", "",
+             ("Another V on a rung's budget against the VAE on the same rung and seeds (same "
+              "store, M, C and evaluation seeds): the mean of the per-seed differences of the "
+              "real means with a 95% percentile bootstrap CI over the seeds, and P(V > VAE) "
+              "over all pairs of seeds. One seed is a sample, not a verdict."), "",
+             ("| rung | V | seeds | V per seed | VAE per seed | V - VAE [95% CI] | seeds V "
+              "ahead | P(V > VAE) |"), "|---|---|---|---|---|---|---:|---:|"]
+    for (rung, variant), ps in sorted(pairs.items()):
+        ps.sort()
+        diff = [v - b for _, v, b in ps]
+        low, high = bootstrap_ci(diff)
+        lines.append(
+            f"| {rung} | {variant} | {', '.join(str(s) for s, _, _ in ps)} | "
+            f"{', '.join(f'{v:.1f}' for _, v, _ in ps)} | "
+            f"{', '.join(f'{b:.1f}' for _, _, b in ps)} | {sum(diff) / len(diff):+.1f} "
+            f"[{low:+.0f}, {high:+.0f}] | {sum(d > 0 for d in diff)} of {len(diff)} | "
+            f"{p_improvement([v for _, v, _ in ps], [b for _, _, b in ps]):.2f} |")
+    return [*lines, ""]
+
+
 def write_results(runs: Path, out: Path, note: str) -> str:
     rows = merged_rows(runs, out.with_suffix(".json"))
     lines = ["# The budget ladder (issue 11)", "",
@@ -285,7 +322,7 @@ def write_results(runs: Path, out: Path, note: str) -> str:
               "dream's trajectories reaching safer states than the game's"),
              ("- baselines on seed 0's evaluation seeds: `benchmarks/results/baselines_seeds0.md` "
               "(each seed has its own 50 evaluation seeds)"),
-             "", *seed_summary(rows), "## Budgets", "", "| rung | seed | budget | measured |", "|---|---:|---|---|"]
+             "", *seed_summary(rows), *variant_summary(rows), "## Budgets", "", "| rung | seed | budget | measured |", "|---|---:|---|---|"]
     lines += [f"| {r['rung']} | {r['seed']} | {r['budget']} | {r.get('recorded', '—')}"
               f"{', ' + r['machine'] if r.get('machine') else ''} |" for r in rows]
     lines += ["", "## Dream fidelity and scores", "",

@@ -85,3 +85,26 @@ def test_doom_full_is_the_h30_round_rung_stage_for_stage():
                               configs / "variants" / "vae.yaml"], 0, "runs",
                              overrides={"iterate.episodes": 200})
     assert contract.identity("iterate", other) != contract.identity("iterate", rung)
+
+
+def test_a_v_on_a_rung_is_compared_with_the_vae_on_the_same_seeds():
+    """The verdict table pairs a V's seeds with the VAE's on the same rung (other rungs and
+    unpaired seeds left out) and reports the mean difference with its CI."""
+    ladder = _ladder()
+
+    def row(rung, variant, seed, real):
+        name = rung + ("" if variant == "vae" else f" [{variant}]")
+        return {"rung": name, "variant": variant, "seed": seed,
+                "results": {"real_mean": real}}
+
+    rows = [row("h30", "vae", 0, 700.0), row("h30", "vae", 1, 500.0),
+            row("h30", "vae", 2, 600.0), row("h30", "jepa_ema", 0, 650.0),
+            row("h30", "jepa_ema", 1, 560.0), row("h30", "jepa_ema", 3, 900.0),
+            row("other", "jepa_ema", 2, 100.0), row("h30", "random", 0, None)]
+    lines = ladder.variant_summary(rows)
+    table = [line for line in lines if line.startswith("| h30 |")]
+    assert len(table) == 1 and not any(line.startswith("| other") for line in lines)
+    cells = [c.strip() for c in table[0].strip("|").split("|")]
+    assert cells[:5] == ["h30", "jepa_ema", "0, 1", "650.0, 560.0", "700.0, 500.0"]
+    assert cells[5].startswith("+5.0 [") and cells[6] == "1 of 2"
+    assert ladder.variant_summary([row("h30", "vae", 0, 700.0)]) == []
