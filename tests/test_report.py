@@ -39,6 +39,8 @@ def make_experiment(root: Path) -> Path:
                         "budget": {"kind": "flops", "limit": 3e15, "steps": 100 * (seed + 1),
                                    "flops": 1e13 * (seed + 1), "seconds": 60.0}})
             write_json(cell / "memory" / "metrics.json", {"final_loss": 1.0 + seed})
+            write_json(cell / "memory" / "validation.json", [
+                {"step": 10 * k, "seconds": k, "val/gmm_nll": 1.5 - 0.1 * k} for k in (1, 2)])
             write_json(cell / "probe" / "probes.json", {"scores": {
                 "probe_player_y": 0.1 * (seed + 1), "probe_fireball_in_view": 0.8,
                 "probe_fireball_in_view_base": 0.7}})
@@ -123,7 +125,7 @@ def test_markdown_plots_and_tau_table(experiment, capsys):
     assert "With one seed the CI is the point itself" in md
     assert "## Dream temperature" in md
     assert "## Probes" in md and "| vae | 0.800 | 0.700 | 0.200 |" in md
-    for name in ("scores.png", "cmaes.png", "tau.png"):
+    for name in ("scores.png", "cmaes.png", "tau.png", "learning.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     with open(out / "tau.csv") as f:
         taus = list(csv.DictReader(f))

@@ -137,6 +137,14 @@ def test_smoke_sweep_end_to_end_writes_the_report(smoke_runs):
     assert "## Dream fidelity" in md and "policy survival: dream" in md
     assert "| vae | 2 |" in md and "Budget per run" in md
     assert (exp / "report" / "scores.png").exists()
+    assert "learning.png" in md  # V's and M's curves from their validation.json
+    assert (exp / "report" / "learning.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for variant in rows:
+        for seed in (0, 1):
+            for part, key in (("vision", "vision/effective_rank"), ("memory", "val/gmm_nll")):
+                curve = json.loads((exp / variant / f"seed{seed}" / part /
+                                    "validation.json").read_text())
+                assert curve and all(math.isfinite(e[key]) for e in curve), (part, key)
     for variant in rows:  # one dream beside its real episode per variant
         assert (exp / "report" / f"dream-{variant}.gif").stat().st_size > 0
 

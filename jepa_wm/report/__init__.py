@@ -13,6 +13,7 @@ from pathlib import Path
 from jepa_wm.report.plots import (
     history_curves,
     plot_cmaes,
+    plot_learning,
     plot_scaling,
     plot_scores,
     plot_taus,
@@ -39,8 +40,8 @@ from jepa_wm.report.wandb_summary import log_wandb
 
 __all__ = ["STAGES", "SeedRun", "bootstrap_ci", "budget_line", "completeness_note",
            "find_runs", "history_curves", "iqm", "markdown_table", "p_improvement", "pick",
-           "plot_cmaes", "plot_scaling", "plot_scores", "plot_taus", "print_table",
-           "scaling_rows", "summarize", "tau_table",
+           "plot_cmaes", "plot_learning", "plot_scaling", "plot_scores", "plot_taus",
+           "print_table", "scaling_rows", "summarize", "tau_table",
            "train_length", "wall_times", "write_csv", "write_markdown", "write_report"]
 
 
@@ -60,6 +61,7 @@ def write_report(root: str | os.PathLike, baseline: str = "vae", sweep: str | No
         write_csv(taus, out / "tau.csv")
     images = [p for p in (plot_scores(rows, runs, out / "scores.png"),
                           plot_cmaes(runs, out / "cmaes.png"),
+                          plot_learning(runs, out / "learning.png"),
                           plot_taus(taus, out / "tau.png"),
                           plot_scaling(scaling, out / "scaling.png")) if p]
     if gifs:

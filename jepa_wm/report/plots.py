@@ -1,4 +1,5 @@
-"""The report's PNG plots: scores per variant, CMA-ES curves, the temperature table."""
+"""The report's PNG plots: scores per variant, CMA-ES curves, V's and M's learning
+curves, the temperature table."""
 
 from __future__ import annotations
 
@@ -98,6 +99,38 @@ def plot_cmaes(runs: list[SeedRun], path: Path) -> Path | None:
     ax.set_title("Controller training: dream fitness vs real checks")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+#: The learning curve drawn per part: V's effective rank (RankMe, every V has it) and M's
+#: held-out mixture NLL per latent dimension.
+LEARNING_CURVES = (("vision", "vision/effective_rank", "V: effective rank of held-out z"),
+                   ("memory", "val/gmm_nll", "M: held-out gmm NLL per z dim"))
+
+
+def plot_learning(runs: list[SeedRun], path: Path) -> Path | None:
+    """V's and M's learning curves from their ``validation.json`` (one line per seed,
+    one colour per variant), against the training step."""
+    plt = _pyplot()
+    variants = sorted({r.variant for r in runs if r.curves})
+    if not variants:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, (part, key, title) in zip(axes, LEARNING_CURVES):
+        for i, variant in enumerate(variants):
+            first = True
+            for r in (r for r in runs if r.variant == variant and r.curves):
+                points = [(e["step"], e[key]) for e in r.curves.get(part, [])
+                          if isinstance(e, dict) and isinstance(e.get(key), (int, float))]
+                if points:
+                    ax.plot(*zip(*points), color=f"C{i}", alpha=0.8,
+                            label=variant if first else None)
+                    first = False
+        ax.set_xlabel("training step")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     return _save(fig, path)
 
 

@@ -42,6 +42,9 @@ class SeedRun:
     pipeline: dict | None = None
     config: dict | None = None
     probes: dict | None = None
+    #: the learning curves (``validation.json``) of V and M: ``{"vision": [...], "memory":
+    #: [...]}``, each a list of ``{"step", "seconds", <figures>}`` (missing: absent)
+    curves: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -72,7 +75,11 @@ def find_runs(root: str | os.PathLike) -> list[SeedRun]:
                 history=_read(stage_folder(seed_dir, "train-controller") / "history.json"),
                 failed=_read(seed_dir / "FAILED.json"),
                 pipeline=_read(seed_dir / "pipeline.json"), config=config,
-                probes=_read(stage_folder(seed_dir, "probe") / "probes.json")))
+                probes=_read(stage_folder(seed_dir, "probe") / "probes.json"),
+                curves={part: curve for part, stage in (("vision", "train-vision"),
+                                                        ("memory", "train-memory"))
+                        if isinstance(curve := _read(stage_folder(seed_dir, stage) /
+                                                     "validation.json"), list)}))
     if not runs:
         raise UserError(f"{root}: no <variant>/seed<k> run folders; run `jepa-wm run` or "
                         "`jepa-wm sweep` first")
