@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -30,6 +31,19 @@ from jepa_wm.contract import STAGE, stage_folder
 #: Ha & Schmidhuber 2018, DoomTakeCover, C trained in the dream: tau -> (dream, real).
 PAPER = {0.10: (2086, 193), 0.50: (2060, 196), 1.00: (1145, 868), 1.15: (918, 1092),
          1.30: (732, 753)}
+
+
+def real_ci(row: dict, episodes: int) -> str:
+    """The real score's 95% CI: a percentile bootstrap over the episodes when the row has
+    them (evaluate's tau rows from 2026-12-04 on), else mean ± 1.96 standard errors (std
+    over ``episodes`` episodes, normal approximation, marked *)."""
+    from jepa_wm.report import bootstrap_ci
+
+    if row.get("real_scores"):
+        low, high = bootstrap_ci(row["real_scores"])
+        return f"[{low:.0f}, {high:.0f}]"
+    half = 1.96 * row["real_std"] / math.sqrt(max(episodes - 1, 1))
+    return f"[{row['real_mean'] - half:.0f}, {row['real_mean'] + half:.0f}]*"
 
 
 def main() -> int:
@@ -58,12 +72,13 @@ def main() -> int:
     results = json.loads((out / "results.json").read_text())
     cfg = yaml.safe_load((cell / "config.yaml").read_text())
     cc, ev = cfg["controller_train"], cfg["evaluate"]
-    rows = ["| tau | dream (ours) | real (ours) ± std | paper: dream | paper: real |",
-            "|---:|---:|---:|---:|---:|"]
+    rows = [("| tau | dream (ours) | real (ours) ± std | real 95% CI | paper: dream | "
+             "paper: real |"), "|---:|---:|---:|---|---:|---:|"]
     for r in sorted(results["tau_table"], key=lambda r: r["tau"]):
         paper = PAPER.get(round(r["tau"], 2), ("", ""))
         rows.append(f"| {r['tau']:.2f} | {r['dream_mean']:.0f} | {r['real_mean']:.1f} ± "
-                    f"{r['real_std']:.1f} | {paper[0]} | {paper[1]} |")
+                    f"{r['real_std']:.1f} | {real_ci(r, ev['episodes'])} | {paper[0]} | "
+                    f"{paper[1]} |")
     text = "\n".join([
         "# The temperature table: C trained in the dream at each tau (issue 11)", "",
         (f"- command: `python benchmarks/tau_table.py {args.cell}` (runs `{' '.join(cmd[2:5])} "
@@ -78,7 +93,10 @@ def main() -> int:
         (f"- scores: dream = mean of {ev['dream_episodes']} dreams at that tau; real = "
         f"{ev['episodes']} episodes on the fixed evaluation seeds (the same for every tau)"),
         (f"- the run's own C (tau {results['tau']}): real {results['real_mean']:.1f} ± "
-        f"{results['real_std']:.1f}, dream {results['dream_mean']:.0f}"), "",
+        f"{results['real_std']:.1f}, dream {results['dream_mean']:.0f}"),
+        ("- real 95% CI: percentile bootstrap over the episodes; * = mean ± 1.96 standard "
+         "errors (normal approximation) for rows written before evaluate kept the episode "
+         "scores"), "",
         *rows, ""])
     path = results_path("tau_table", False, args.out)
     path.write_text(text)

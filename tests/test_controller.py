@@ -181,6 +181,8 @@ def test_evaluate_tau_table_trains_c_at_each_other_tau(run_dir):
     table = json.loads((out / "results.json").read_text())["tau_table"]
     assert [row["tau"] for row in table] == [0.5, 1.15]
     assert all(row["real_mean"] > 0 and row["dream_mean"] > 0 for row in table)
+    for row in table:  # the episodes behind the mean, for the table's CI
+        assert row["real_mean"] == pytest.approx(np.mean(row["real_scores"]))
     assert (out / "tau-0.5" / "best.npz").exists() and not (out / "tau-1.15").exists()
     assert len(json.loads((out / "tau-0.5" / "history.json").read_text())) == 3
 

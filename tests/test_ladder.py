@@ -108,3 +108,15 @@ def test_a_v_on_a_rung_is_compared_with_the_vae_on_the_same_seeds():
     assert cells[:5] == ["h30", "jepa_ema", "0, 1", "650.0, 560.0", "700.0, 500.0"]
     assert cells[5].startswith("+5.0 [") and cells[6] == "1 of 2"
     assert ladder.variant_summary([row("h30", "vae", 0, 700.0)]) == []
+
+
+def test_the_tau_table_gives_each_real_score_its_ci():
+    """benchmarks/tau_table.py: a bootstrap CI over the episodes when the row has them, else
+    mean ± 1.96 standard errors, marked."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import tau_table
+
+    scores = [100.0, 300.0] * 25
+    assert tau_table.real_ci({"real_scores": scores, "real_mean": 200.0}, 50) == "[172, 228]"
+    std = 100.0  # the population std of those scores; SE = std / sqrt(n - 1)
+    assert tau_table.real_ci({"real_mean": 200.0, "real_std": std}, 50) == "[172, 228]*"

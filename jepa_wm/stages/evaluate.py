@@ -59,7 +59,8 @@ def tau_table(cfg: Namespace, memory, vision, latents, store, out: Path) -> list
         real = real_scores(EnvSettings.of(cfg), cfg.seed, vision, memory, controller,
                            cfg.evaluate.episodes, cfg.evaluate.workers)["returns"]
         rows.append({"tau": tau, "dream_mean": dream_mean, "real_mean": float(real.mean()),
-                     "real_std": float(real.std())})
+                     "real_std": float(real.std()),
+                     "real_scores": [float(x) for x in real]})
         print(f"evaluate: tau {tau:g}: dream {dream_mean:.1f}, real {real.mean():.1f}")
     return rows
 
