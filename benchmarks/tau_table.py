@@ -74,7 +74,13 @@ def main() -> int:
     cc, ev = cfg["controller_train"], cfg["evaluate"]
     rows = [("| tau | dream (ours) | real (ours) ± std | real 95% CI | paper: dream | "
              "paper: real |"), "|---:|---:|---:|---|---:|---:|"]
-    for r in sorted(results["tau_table"], key=lambda r: r["tau"]):
+    own = {"tau": results["tau"], "dream_mean": results["dream_mean"],
+           "real_mean": results["real_mean"], "real_std": results["real_std"],
+           "real_scores": results.get("real_scores")}  # the run's own C, at its own tau
+    table = results["tau_table"]
+    if all(abs(r["tau"] - own["tau"]) > 1e-9 for r in table):
+        table = [*table, own]
+    for r in sorted(table, key=lambda r: r["tau"]):
         paper = PAPER.get(round(r["tau"], 2), ("", ""))
         rows.append(f"| {r['tau']:.2f} | {r['dream_mean']:.0f} | {r['real_mean']:.1f} ± "
                     f"{r['real_std']:.1f} | {real_ci(r, ev['episodes'])} | {paper[0]} | "
