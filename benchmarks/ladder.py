@@ -145,6 +145,9 @@ def budget(c: dict) -> str:
     done = cc["done"] + (f" > {cc.get('done_threshold')}" if cc["done"] == "threshold" else "")
     precision = "" if vt.get("precision", "32-true") == "32-true" else f", {vt['precision']}"
     mixture = ", one mixture per z" if m.get("shared_mixture") else ""
+    m_speed = "".join((", packed" if mt.get("pack") else "",
+                       "" if mt.get("precision", "32-true") == "32-true"
+                       else f", {mt['precision']}"))
     it = c.get("iterate") or {}
     rounds = (f"; then {it['rounds']} round(s) of iterative training: {it['episodes']} eps of "
               f"C (epsilon {it['epsilon']}), M +{it['memory_epochs']} ep, a new C"
@@ -153,7 +156,7 @@ def budget(c: dict) -> str:
     return (f"{c['episodes']} eps{holds}; V z {v.get('latent_dim')}, {steps} x {vt['batch_size']}, "
             f"lr {v.get('lr')}{precision}; "
             f"M {m['hidden_size']}, seq {m['seq_len']}, {mt['max_epochs']} ep x "
-            f"{mt['batch_size']}, pos_w {m.get('done_pos_weight')}{mixture}; "
+            f"{mt['batch_size']}, pos_w {m.get('done_pos_weight')}{mixture}{m_speed}; "
             f"C {cc['generations']} "
             f"gen, dreams {cc['max_steps']}, {done}, tau {cc['tau']}{rounds}")
 
