@@ -143,18 +143,19 @@ def budget(c: dict) -> str:
     m, mt, cc = c["memory_model"]["init_args"], c["memory_train"], c["controller_train"]
     steps = vt["max_steps"] if vt["max_steps"] > 0 else f"{vt['max_epochs']} ep"
     done = cc["done"] + (f" > {cc.get('done_threshold')}" if cc["done"] == "threshold" else "")
-    precision = "" if vt.get("precision", "32-true") == "32-true" else f", {vt['precision']}"
+    def precision(section: dict) -> str:
+        return "" if section.get("precision", "32-true") == "32-true" else \
+            f", {section['precision']}"
+
     mixture = ", one mixture per z" if m.get("shared_mixture") else ""
-    m_speed = "".join((", packed" if mt.get("pack") else "",
-                       "" if mt.get("precision", "32-true") == "32-true"
-                       else f", {mt['precision']}"))
+    m_speed = (", packed" if mt.get("pack") else "") + precision(mt)
     it = c.get("iterate") or {}
     rounds = (f"; then {it['rounds']} round(s) of iterative training: {it['episodes']} eps of "
               f"C (epsilon {it['epsilon']}), M +{it['memory_epochs']} ep, a new C"
               if it.get("rounds") else "")
     holds = "" if c.get("max_hold", MAX_HOLD) == MAX_HOLD else f" held 1..{c['max_hold']}"
     return (f"{c['episodes']} eps{holds}; V z {v.get('latent_dim')}, {steps} x {vt['batch_size']}, "
-            f"lr {v.get('lr')}{precision}; "
+            f"lr {v.get('lr')}{precision(vt)}; "
             f"M {m['hidden_size']}, seq {m['seq_len']}, {mt['max_epochs']} ep x "
             f"{mt['batch_size']}, pos_w {m.get('done_pos_weight')}{mixture}{m_speed}; "
             f"C {cc['generations']} "
@@ -325,7 +326,8 @@ def write_results(runs: Path, out: Path, note: str) -> str:
               "dream's trajectories reaching safer states than the game's"),
              ("- baselines on seed 0's evaluation seeds: `benchmarks/results/baselines_seeds0.md` "
               "(each seed has its own 50 evaluation seeds)"),
-             "", *seed_summary(rows), *variant_summary(rows), "## Budgets", "", "| rung | seed | budget | measured |", "|---|---:|---|---|"]
+             "", *seed_summary(rows), *variant_summary(rows), "## Budgets", "",
+             "| rung | seed | budget | measured |", "|---|---:|---|---|"]
     lines += [f"| {r['rung']} | {r['seed']} | {r['budget']} | {r.get('recorded', '—')}"
               f"{', ' + r['machine'] if r.get('machine') else ''} |" for r in rows]
     lines += ["", "## Dream fidelity and scores", "",

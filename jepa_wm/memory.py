@@ -155,16 +155,12 @@ class MDNRNNModule(pl.LightningModule):
         a = self.action.vector(batch["a"])
         mask = batch["mask"].bool()
         start = batch.get("start")  # episodes packed back to back (memory_train.pack)
-        if start is not None:  # the step before an episode's first has no next-z target
-            start = start.bool()
-            mask_next = mask[:, 1:] & ~start[:, 1:]
-        step_mask = mask[:, :-1].float()
-        next_mask = (mask[:, 1:] if start is None else mask_next).float()
+        step_mask, next_mask = mask[:, :-1].float(), target_mask(batch).float()
         z_in = z[:, :-1]
         if self.training and self.hparams.get("z_noise", 0.0) > 0:  # torch's generator:
             z_in = z_in + self.hparams.z_noise * torch.randn_like(z_in)  # seeded per step
         pred, state = self.net(z_in, a[:, :-1], state,
-                               None if start is None else start[:, :-1])
+                               None if start is None else start[:, :-1].bool())
         nll = gmm_nll(z[:, 1:], pred.logit_pi, pred.mu, pred.log_sigma) / self.latent_dim
         pos_weight = torch.tensor(self.hparams.done_pos_weight, device=z.device)
         bce = F.binary_cross_entropy_with_logits(
@@ -292,6 +288,15 @@ def load_memory(path: str | Path) -> MDNRNNModule:
 # ----------------------------------------------------------------------------- stage
 
 
+def target_mask(batch: dict) -> torch.Tensor:
+    """bool ``(B, T)``: the steps of a chunk batch whose next z is a target, i.e. the next
+    frame is real and, in a packed batch, of the same episode."""
+    mask = batch["mask"].bool()
+    if "start" in batch:
+        return mask[:, 1:] & ~batch["start"][:, 1:].bool()
+    return mask[:, 1:]
+
+
 def loss_summary(module: MDNRNNModule, loader, max_batches: int | None = None
                  ) -> dict[str, float]:
     """Mean losses of ``module`` over a chunk loader (state carried, no gradients): each
@@ -305,9 +310,8 @@ def loss_summary(module: MDNRNNModule, loader, max_batches: int | None = None
         for i, batch in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
-            mask = batch["mask"].bool()
-            nxt = mask[:, 1:] & ~batch["start"][:, 1:].bool() if "start" in batch else mask[:, 1:]
-            steps, targets = float(mask[:, :-1].sum()), float(nxt.sum())
+            steps = float(batch["mask"][:, :-1].sum())
+            targets = float(target_mask(batch).sum())
             for k, v in module.stream_losses(batch, "summary").items():
                 if k not in ("state", "objective"):  # objective: a per-slot figure
                     w = targets if k == "gmm_nll" else steps
@@ -445,7 +449,9 @@ def _fit(module: MDNRNNModule, tc: Any, seed: int, train, val, out: Path, resume
         default_root_dir=out, max_epochs=1, max_steps=train.total,
         accelerator=tc.accelerator, devices=tc.devices, strategy=tc.strategy,
         num_nodes=tc.num_nodes, precision=tc.precision,
-        logger=logger, callbacks=[checkpoint, StepSeed(seed), ValidationLog(out / VALIDATION_LOG)], enable_model_summary=False,
+        logger=logger,
+        callbacks=[checkpoint, StepSeed(seed), ValidationLog(out / VALIDATION_LOG)],
+        enable_model_summary=False,
         log_every_n_steps=max(1, min(50, epoch)), num_sanity_val_steps=0,
         enable_progress_bar=True, deterministic=False, plugins=[AtomicCheckpointIO()],
         val_check_interval=max(1, min(epoch, train.total)),

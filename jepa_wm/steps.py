@@ -109,9 +109,10 @@ VALIDATION_LOG = "validation.json"
 
 class ValidationLog(pl.Callback):
     """The learning curve on disk, W&B or not: after every validation, its metrics (M's
-    ``val/*`` losses, V's ``vision/*`` diagnostics on held-out frames) with the training step (``step``) and the seconds of training so far
-    (``seconds``) are appended to ``path`` (a JSON list, ``VALIDATION_LOG`` in V's and M's
-    folders, rewritten atomically).
+    ``val/*`` losses, V's ``vision/*`` diagnostics on held-out frames) with the training
+    step (``step``) and the seconds of training so far (``seconds``) are appended to
+    ``path`` (a JSON list, ``VALIDATION_LOG`` in V's and M's folders, rewritten
+    atomically).
 
     On a resumed fit the entries after the restored step (the killed part's, redone now)
     are dropped, so the log is the one an uninterrupted run writes; ``seconds`` then counts
@@ -122,6 +123,8 @@ class ValidationLog(pl.Callback):
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.entries: list[dict] = []
+        self._t0: float | None = None  # when this process's fit started training
+        self._offset = 0.0  # training seconds of the kept entries of an earlier run
 
     def on_train_start(self, trainer, pl_module):  # after a checkpoint's step is restored
         from jepa_wm import io
@@ -137,7 +140,7 @@ class ValidationLog(pl.Callback):
     def on_validation_end(self, trainer, pl_module):
         from jepa_wm import io
 
-        if trainer.sanity_checking or not hasattr(self, "_t0"):
+        if trainer.sanity_checking or self._t0 is None:
             return  # (a validate() after this fit is its last point: V's final weights)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
                    if k.startswith(("val/", "vision/"))}

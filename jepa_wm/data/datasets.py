@@ -237,9 +237,12 @@ class EpisodeChunks(IterableDataset):
         """Batches in data epoch ``epoch`` (lanes take episodes greedily in its order, so
         it lasts as long as the busiest lane)."""
         if self.pack:
-            frames = [len(stream) for stream, _ in self._lanes(epoch)]
-            return -(-max(frames, default=0) // self.seq_len)
+            return self._packed_batches(self._lanes(epoch))
         return _lane_batches(self._chunks[self._order(epoch)], self.batch_size)
+
+    def _packed_batches(self, lanes: list[tuple[np.ndarray, np.ndarray]]) -> int:
+        """Batches until the longest packed lane is used up."""
+        return -(-max((len(stream) for stream, _ in lanes), default=0) // self.seq_len)
 
     def _lanes(self, epoch: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """``pack``: each lane's frame indices in epoch ``epoch`` (its episodes back to back)
@@ -329,14 +332,14 @@ class EpisodeChunks(IterableDataset):
     def _packed_epoch(self, epoch: int, skip: int):
         lanes, S = self._lanes(epoch), self.seq_len
         B = self.batch_size
-        for p in range(skip, -(-max((len(s) for s, _ in lanes), default=0) // S)):
+        for p in range(skip, self._packed_batches(lanes)):
             pos = p * S + np.arange(S + 1)
             idx = np.zeros((B, S + 1), np.int64)
             mask, start = np.zeros((B, S + 1), bool), np.zeros((B, S + 1), bool)
             for b, (stream, first) in enumerate(lanes):
-                ok = pos < len(stream)
-                idx[b] = stream[np.minimum(pos, len(stream) - 1)]
-                mask[b], start[b] = ok, ok & first[np.minimum(pos, len(stream) - 1)]
+                at = np.minimum(pos, len(stream) - 1)  # past the lane's end: padding
+                idx[b], mask[b] = stream[at], pos < len(stream)
+                start[b] = mask[b] & first[at]
             batch = self._batch(idx, mask, start[:, 0] | ~mask[:, 0],
                                 np.random.default_rng([self.seed, epoch, p]))
             batch["start"] = torch.from_numpy(start)

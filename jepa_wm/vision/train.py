@@ -306,7 +306,8 @@ def train_vision(spec: dict, tc: Any, seed: int, store: RolloutStore, out: str |
                            every_n_train_steps=tc.checkpoint_every)
     last_val = LastValidation()
     trainer = _trainer(tc, out, [ckpt, fps, last_val, NonFiniteLoss(), StepSeed(seed),
-                                  ValidationLog(out / VALIDATION_LOG), RichProgressBar()], logger, sampler.total, sampler.per_epoch)
+                                  ValidationLog(out / VALIDATION_LOG), RichProgressBar()],
+                       logger, sampler.total, sampler.per_epoch)
     t0 = time.time()
     if trainable and sampler.total:
         if resumed is not None:
