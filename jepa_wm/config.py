@@ -130,6 +130,11 @@ class ControllerConfig:
             step in bf16 on cached bf16 weights; state, gates and sampling stay fp32: 2x
             faster at the paper's M size on a CPU with AMX, ``benchmarks/results/
             dream_paper.md``). Used by CMA-ES, the evaluation dreams and the fidelity dreams.
+        threads: torch CPU threads for CMA-ES's dreams (None = the process's count: all
+            cores, or one per cell in a ``sweep --jobs 2``); real play always runs on one,
+            its env workers take the other cores. A late generation of the solving budget
+            on 2 quiet cores: 18.0 s at 1 thread, 10.5 s at 2
+            (``benchmarks/results/generation.md``).
     """
 
     where: Literal["dream", "real"] = "dream"
@@ -148,6 +153,7 @@ class ControllerConfig:
     real_check_episodes: int = 4
     workers: int = 2
     precision: Literal["32", "bf16"] = "32"
+    threads: int | None = None
 
 
 @dataclass

@@ -26,6 +26,20 @@ def test_usage_lists_every_stage():
         assert stage in out.stdout
 
 
+@pytest.mark.parametrize("env, expected", [
+    ({}, "10000"), ({"GOMP_SPINCOUNT": "5"}, "5"), ({"OMP_WAIT_POLICY": "PASSIVE"}, None)])
+def test_openmp_threads_spin_briefly_unless_the_user_says_otherwise(env, expected):
+    """Importing jepa_wm (as the CLI does first) caps libgomp's spin-wait, which beside
+    another job made M train 22x slower; a user's own OpenMP setting wins."""
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    code = "import os, jepa_wm; print(os.environ.get('GOMP_SPINCOUNT'))"
+    out = subprocess.run([sys.executable, "-c", code], env={**base, **env},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(expected)
+
+
 def test_unknown_stage_is_one_line_error():
     out = jepa_wm("colect")
     assert out.returncode == 2

@@ -231,6 +231,33 @@ def test_train_controller_resumes_after_sigkill_exactly(run_dir):
     assert [[h[k] for k in keys] for h in after] == [[h[k] for k in keys] for h in straight]
 
 
+def test_controller_threads_change_speed_not_the_search(run_dir):
+    """``controller_train.threads`` is speed-only: a finished stage stays finished, a run at
+    2 threads searches exactly as one at 1, and a bad count is a one-line error."""
+    from jepa_wm.controller import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(2):
+        assert torch.get_num_threads() == 2
+        with torch_threads(None):
+            assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == before
+
+    done = cli("train-controller", *parts(run_dir), "--out", str(run_dir / "controller"),
+               "--controller_train.threads", "2")
+    assert "nothing to do" in done.stdout
+    cli("train-controller", *parts(run_dir), "--out", str(run_dir / "two_threads"),
+        "--controller_train.threads", "2")
+    keys = ("best", "mean", "worst", "sigma", "steps")
+    two, one = (json.loads((run_dir / d / "history.json").read_text())
+                for d in ("two_threads", "controller"))
+    assert [[h[k] for k in keys] for h in two] == [[h[k] for k in keys] for h in one]
+    bad = cli("train-controller", *parts(run_dir), "--out", str(run_dir / "no_threads"),
+              "--controller_train.threads", "0", check=False)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "controller_train.threads: 0; accepted: >= 1" in bad.stderr
+
+
 def test_evaluate_rejects_a_controller_for_another_m(run_dir, tmp_path):
     action = {"type": "discrete", "n": 3}
     ControllerFile(np.zeros(num_params(5 + 7, action), np.float32), 5, 7, False,

@@ -17,18 +17,22 @@ from jepa_wm.nets.controller import ControllerPopulation, num_params
 
 
 @contextmanager
-def single_thread():
-    """Run torch on one thread inside the block (the previous count is restored).
-
-    The dream's batched steps are small matmuls (a few hundred rows of a 256-unit LSTM) and
-    real play shares the cores with the env processes: on a busy 2-core machine two torch
-    threads made a CMA-ES generation ~10x slower than one (measured: 100+ s vs 12 s)."""
+def torch_threads(n: int | None):
+    """Run torch on ``n`` CPU threads inside the block (None: leave the count as it is);
+    the previous count is restored after."""
     previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if n is not None:
+        torch.set_num_threads(n)
     try:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def single_thread():
+    """One torch thread inside the block: for real play, whose env worker processes share
+    the cores with it (a few rows of V, M and C per step: a second thread buys nothing)."""
+    return torch_threads(1)
 
 
 @dataclass

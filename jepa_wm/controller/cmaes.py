@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jepa_wm.controller import ControllerFile, single_thread
+from jepa_wm.controller import ControllerFile, torch_threads
 from jepa_wm.dream import Dream, dream_starts, rollout
 from jepa_wm.io import UserError, atomic_path, read_json, write_json
 from jepa_wm.nets.controller import ControllerPopulation, controller_input_dim, num_params
@@ -46,6 +46,9 @@ def check_config(cc) -> None:
     for key in ("generations", "popsize", "rollouts", "max_steps"):
         if getattr(cc, key) < 1:
             raise UserError(f"controller_train.{key}: {getattr(cc, key)}; accepted: >= 1")
+    if cc.threads is not None and cc.threads < 1:
+        raise UserError(f"controller_train.threads: {cc.threads}; accepted: >= 1, or null (all "
+                        "of the process's threads)")
     if cc.popsize < 2:
         raise UserError(f"controller_train.popsize: {cc.popsize}; accepted: >= 2")
     if not cc.sigma0 > 0:
@@ -231,7 +234,7 @@ class Trainer:
         from rich.progress import Progress
 
         state = self._load_state()
-        with Progress(transient=True) as bar, single_thread():
+        with Progress(transient=True) as bar, torch_threads(self.cc.threads):
             task = bar.add_task(f"CMA-ES ({self.cc.where})", total=self.cc.generations,
                                 completed=state["generation"])
             while state["generation"] < self.cc.generations:

@@ -17,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from jepa_wm.controller import single_thread
 from jepa_wm.envs import EnvSettings
 from jepa_wm.envs.vizdoom import reap_engines
 from jepa_wm.nets.controller import ControllerPopulation
@@ -55,6 +56,13 @@ def play_real(env: EnvSettings, vision, memory, population: ControllerPopulation
     the controller goes sums to ``died``'s mean). ``on_episode(j, return)`` is called as
     each job ends (progress bars).
     """
+    with single_thread():  # the env workers take the other cores
+        return _play(env, vision, memory, population, owners, seeds, include_cell, workers,
+                     on_episode)
+
+
+def _play(env, vision, memory, population, owners, seeds, include_cell, workers, on_episode
+          ) -> dict:
     J = len(owners)
     W = max(1, min(workers, J))
     H = memory.net.hidden_size
