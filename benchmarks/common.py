@@ -24,6 +24,23 @@ def results_path(name: str, quick: bool, out: str | Path | None = None) -> Path:
     return RESULTS / f"{name}{'_quick' if quick else ''}.md"
 
 
+def append_record(out: Path, title: str, intro: str, script: str, context: str,
+                  table: str) -> None:
+    """Append one dated section to a results file that collects every run of ``script``
+    (``out`` starts with ``title`` and ``intro`` when new): the command as typed, then
+    ``context`` (machine, load, settings) and the markdown ``table``."""
+    import sys
+    from datetime import datetime, timezone
+
+    if not out.exists():
+        out.write_text(f"# {title}\n\n{intro}\n")
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    command = f"python benchmarks/{script} " + " ".join(
+        a.replace(f"{Path.cwd().parent}/", "") for a in sys.argv[1:])
+    with out.open("a") as f:
+        f.write(f"\n## {when}\n\n`{command}`: {context}\n\n{table}\n")
+
+
 def loadavg() -> str:
     """The 1, 5 and 15 minute load averages (other jobs sharing the cores slow every figure)."""
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])

@@ -22,12 +22,14 @@ import json
 import os
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
+# isort: off
+import jepa_wm  # noqa: F401  first, as the CLI does: its OpenMP default is set before torch loads
+# isort: on
 import numpy as np
 import torch
-from common import RESULTS, cpu_name, loadavg  # benchmarks/common.py
+from common import RESULTS, append_record, cpu_name, loadavg  # benchmarks/common.py
 
 
 def main() -> int:
@@ -88,26 +90,20 @@ def main() -> int:
             f"{fitness[(t, p)][1] / min(times[(t, p)]) / 1e3:.1f}k | "
             f"{base / min(times[(t, p)]):.2f}x | {fitness[(t, p)][0]:.0f} |"
             for t, p in settings]
-    if not args.out.exists():
-        args.out.write_text(
-            "# One CMA-ES generation in a run's own dream (`benchmarks/generation.py`)\n\n"
-            "The run's M, starts, τ and death rule; its popsize x rollouts (+ the mean on "
-            f"{CENTER_FACTOR}x the rollouts); candidates drawn around its kept C at its "
-            "last step size (a late generation). Seconds per generation, each setting "
-            "alternated with the others; dream steps/s from the fastest; gain against the "
-            "first setting.\n")
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    command = "python benchmarks/generation.py " + " ".join(
-        a.replace(f"{Path.cwd().parent}/", "") for a in sys.argv[1:])
-    with args.out.open("a") as f:
-        openmp = ", ".join(f"{k}={os.environ.get(k, 'unset')}"
-                           for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"))
-        f.write(f"\n## {when}\n\n`{command}`: {cpu_name()}, {openmp}, load {load} before, "
-                f"{loadavg()} after; {cc.popsize} x {cc.rollouts} dreams of up to "
-                f"{cc.max_steps} steps, z {memory.latent_dim}, LSTM "
-                f"{memory.net.hidden_size}.\n\n"
-                "| threads | precision | seconds per generation | dream steps/s | gain | "
-                "mean fitness |\n|---:|---|---|---:|---:|---:|\n" + "\n".join(rows) + "\n")
+    openmp = ", ".join(f"{k}={os.environ.get(k, 'unset')}"
+                       for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"))
+    append_record(
+        args.out, "One CMA-ES generation in a run's own dream (`benchmarks/generation.py`)",
+        "The run's M, starts, τ and death rule; its popsize x rollouts (+ the mean on "
+        f"{CENTER_FACTOR}x the rollouts); candidates drawn around its kept C at its last "
+        "step size (a late generation). Seconds per generation, each setting alternated "
+        "with the others; dream steps/s from the fastest; gain against the first setting.",
+        "generation.py",
+        f"{cpu_name()}, {openmp}, load {load} before, {loadavg()} after; {cc.popsize} x "
+        f"{cc.rollouts} dreams of up to {cc.max_steps} steps, z {memory.latent_dim}, LSTM "
+        f"{memory.net.hidden_size}.",
+        "| threads | precision | seconds per generation | dream steps/s | gain | "
+        "mean fitness |\n|---:|---|---|---:|---:|---:|\n" + "\n".join(rows))
     print(f"generation: appended {len(rows)} rows to {args.out}")
     return 0
 
