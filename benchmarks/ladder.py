@@ -185,6 +185,17 @@ def m_objective(cell: Path) -> str:
     return "" if made >= M_REVISION_2 else "old M objective"
 
 
+def base_rung(cell: Path) -> str | None:
+    """The row name of the rung whose V this cell links (``share_upstream``), or None when
+    the cell trained its own."""
+    vision = cell / STAGE["train-vision"].folder
+    if not vision.is_symlink():
+        return None
+    made = vision.resolve().parent  # runs/<experiment>/<variant>/seed<k>
+    variant = made.parent.name
+    return made.parents[1].name + ("" if variant == "vae" else f" [{variant}]")
+
+
 def rung_rows(runs: Path) -> list[dict]:
     from jepa_wm.report import bootstrap_ci
 
@@ -195,7 +206,7 @@ def rung_rows(runs: Path) -> list[dict]:
         variant = cell.parent.name  # a rung run with another V is its own row and summary
         rung = cell.parents[1].name + ("" if variant == "vae" else f" [{variant}]")
         rows.append({"rung": rung, "variant": variant,
-                     "seed": config["seed"],
+                     "seed": config["seed"], "base": base_rung(cell),
                      "budget": "; ".join(filter(None, (budget(config), m_objective(cell)))),
                      "wall": stage_walls(cell),
                      "cmaes_s": sum(g.get("seconds", 0.0) for g in
@@ -261,12 +272,36 @@ def seed_summary(rows: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
-def variant_summary(rows: list[dict]) -> list[str]:
-    """Each V run on a rung against the VAE on the same rung and seeds (issue 13's verdict):
-    per seed both real means, the mean difference (V - VAE) with a 95% bootstrap CI over the
-    paired seeds, the seeds V wins, and P(V > VAE) over all pairs of seeds (rliable)."""
+def paired_table(pairs: dict[tuple[str, str], list[tuple[int, float, float]]],
+                 heading: str, intro: str, columns: tuple[str, str, str, str]) -> list[str]:
+    """Rows of paired seeds, ``(key, other key) -> [(seed, this real mean, that real
+    mean)]``: per seed both means, the mean difference with a 95% percentile bootstrap CI
+    over the paired seeds, the seeds ahead, and P(this > that) over all pairs of seeds
+    (rliable). ``columns``: the headers of the two keys, then the names of this and that."""
     from jepa_wm.report import bootstrap_ci, p_improvement
 
+    if not pairs:
+        return []
+    first, second, this, that = columns
+    lines = [f"## {heading}", "", intro, "",
+             (f"| {first} | {second} | seeds | {this} per seed | {that} per seed | "
+              f"{this} - {that} [95% CI] | seeds {this} ahead | P({this} > {that}) |"),
+             "|---|---|---|---|---|---|---:|---:|"]
+    for (a, b), ps in sorted(pairs.items()):
+        ps.sort()
+        diff = [v - w for _, v, w in ps]
+        low, high = bootstrap_ci(diff)
+        lines.append(
+            f"| {a} | {b} | {', '.join(str(s) for s, _, _ in ps)} | "
+            f"{', '.join(f'{v:.1f}' for _, v, _ in ps)} | "
+            f"{', '.join(f'{w:.1f}' for _, _, w in ps)} | {sum(diff) / len(diff):+.1f} "
+            f"[{low:+.0f}, {high:+.0f}] | {sum(d > 0 for d in diff)} of {len(diff)} | "
+            f"{p_improvement([v for _, v, _ in ps], [w for _, _, w in ps]):.2f} |")
+    return [*lines, ""]
+
+
+def variant_summary(rows: list[dict]) -> list[str]:
+    """Each V run on a rung against the VAE on the same rung and seeds (issue 13's verdict)."""
     scored = [r for r in rows if r["results"].get("real_mean") is not None]
     vae = {(r["rung"], r["seed"]): r["results"]["real_mean"] for r in scored
            if r["variant"] == "vae"}
@@ -276,26 +311,34 @@ def variant_summary(rows: list[dict]) -> list[str]:
         if r["variant"] != "vae" and (base, r["seed"]) in vae:
             pairs.setdefault((base, r["variant"]), []).append(
                 (r["seed"], r["results"]["real_mean"], vae[(base, r["seed"])]))
-    if not pairs:
-        return []
-    lines = ["## V against the VAE", "",
-             ("Another V on a rung's budget against the VAE on the same rung and seeds (same "
-              "store, M, C and evaluation seeds): the mean of the per-seed differences of the "
-              "real means with a 95% percentile bootstrap CI over the seeds, and P(V > VAE) "
-              "over all pairs of seeds. One seed is a sample, not a verdict."), "",
-             ("| rung | V | seeds | V per seed | VAE per seed | V - VAE [95% CI] | seeds V "
-              "ahead | P(V > VAE) |"), "|---|---|---|---|---|---|---:|---:|"]
-    for (rung, variant), ps in sorted(pairs.items()):
-        ps.sort()
-        diff = [v - b for _, v, b in ps]
-        low, high = bootstrap_ci(diff)
-        lines.append(
-            f"| {rung} | {variant} | {', '.join(str(s) for s, _, _ in ps)} | "
-            f"{', '.join(f'{v:.1f}' for _, v, _ in ps)} | "
-            f"{', '.join(f'{b:.1f}' for _, _, b in ps)} | {sum(diff) / len(diff):+.1f} "
-            f"[{low:+.0f}, {high:+.0f}] | {sum(d > 0 for d in diff)} of {len(diff)} | "
-            f"{p_improvement([v for _, v, _ in ps], [b for _, _, b in ps]):.2f} |")
-    return [*lines, ""]
+    return paired_table(
+        pairs, "V against the VAE",
+        ("Another V on a rung's budget against the VAE on the same rung and seeds (same "
+         "store, M, C and evaluation seeds): the mean of the per-seed differences of the "
+         "real means with a 95% percentile bootstrap CI over the seeds, and P(V > VAE) "
+         "over all pairs of seeds. One seed is a sample, not a verdict."),
+        ("rung", "V", "V", "VAE"))
+
+
+def option_summary(rows: list[dict]) -> list[str]:
+    """Each rung whose store and V are linked from another rung (``share_upstream``: an
+    option checked on the same data and V) against that rung on the same seeds."""
+    scored = {(r["rung"], r["seed"]): r for r in rows
+              if r["results"].get("real_mean") is not None}
+    pairs: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
+    for (rung, seed), r in scored.items():
+        base = r.get("base")
+        if base and (base, seed) in scored:
+            pairs.setdefault((rung, base), []).append(
+                (seed, r["results"]["real_mean"], scored[(base, seed)]["results"]["real_mean"]))
+    return paired_table(
+        pairs, "Rungs on the same store and V",
+        ("A rung whose store and V (or also M) are linked from another rung differs from it "
+         "only after V (M's training, C's search, a round): its real means against that "
+         "rung's on the same seeds, the mean per-seed difference with a 95% percentile "
+         "bootstrap CI over the seeds, and P(rung > other) over all pairs of seeds. The "
+         "other rung is the one that trained the V (whichever ran first on those seeds)."),
+        ("rung", "other", "rung", "other"))
 
 
 def write_results(runs: Path, out: Path, note: str) -> str:
@@ -326,7 +369,8 @@ def write_results(runs: Path, out: Path, note: str) -> str:
               "dream's trajectories reaching safer states than the game's"),
              ("- baselines on seed 0's evaluation seeds: `benchmarks/results/baselines_seeds0.md` "
               "(each seed has its own 50 evaluation seeds)"),
-             "", *seed_summary(rows), *variant_summary(rows), "## Budgets", "",
+             "", *seed_summary(rows), *variant_summary(rows), *option_summary(rows),
+             "## Budgets", "",
              "| rung | seed | budget | measured |", "|---|---:|---|---|"]
     lines += [f"| {r['rung']} | {r['seed']} | {r['budget']} | {r.get('recorded', '—')}"
               f"{', ' + r['machine'] if r.get('machine') else ''} |" for r in rows]

@@ -120,3 +120,30 @@ def test_the_tau_table_gives_each_real_score_its_ci():
     assert tau_table.real_ci({"real_scores": scores, "real_mean": 200.0}, 50) == "[172, 228]"
     std = 100.0  # the population std of those scores; SE = std / sqrt(n - 1)
     assert tau_table.real_ci({"real_mean": 200.0, "real_std": std}, 50) == "[172, 228]*"
+
+
+def test_an_option_rung_is_compared_with_the_rung_whose_v_it_links(tmp_path):
+    """A rung checked on another rung's store and V (``share_upstream`` links them) names
+    that rung as its base, and the options table pairs the two on the same seeds."""
+    ladder = _ladder()
+    runs = tmp_path / "runs"
+    made = _finish_round_zero(ladder, ROOT / "configs/ladder/m512_shared_h30.yaml", runs)
+    linked = _shared(ladder, ROOT / "configs/ladder/m512_shared_h30_pack.yaml", runs)
+    assert linked["vision"] and not linked["memory"]  # packing changes M
+    pack = runs / "ladder_m512_shared_h30_pack" / "vae" / "seed0"
+    assert ladder.base_rung(pack) == "ladder_m512_shared_h30"
+    assert ladder.base_rung(made.cell) is None
+
+    def row(rung, seed, real, base=None):
+        return {"rung": rung, "variant": "vae", "seed": seed, "base": base,
+                "results": {"real_mean": real}}
+
+    rows = [row("h30", 0, 726.3), row("h30", 1, 748.0), row("h30", 2, 337.8),
+            row("pack", 0, 861.4, "h30"), row("pack", 1, 553.4, "h30"),
+            row("pack", 3, 900.0, "h30"), row("lonely", 0, 100.0, "gone")]
+    lines = ladder.option_summary(rows)
+    table = [line for line in lines if line.startswith("| pack |")]
+    assert len(table) == 1 and not any(line.startswith("| lonely") for line in lines)
+    cells = [c.strip() for c in table[0].strip("|").split("|")]
+    assert cells[:5] == ["pack", "h30", "0, 1", "861.4, 553.4", "726.3, 748.0"]
+    assert cells[5].startswith("-29.8 [") and cells[6] == "1 of 2"
