@@ -87,6 +87,13 @@ def test_doom_full_is_the_h30_round_rung_stage_for_stage():
     assert contract.identity("iterate", other) != contract.identity("iterate", rung)
 
 
+def _only_row(lines: list[str], name: str, left_out: str) -> list[str]:
+    """The cells of the one table row of ``name``; no row of ``left_out``."""
+    table = [line for line in lines if line.startswith(f"| {name} |")]
+    assert len(table) == 1 and not any(line.startswith(f"| {left_out}") for line in lines)
+    return [c.strip() for c in table[0].strip("|").split("|")]
+
+
 def test_a_v_on_a_rung_is_compared_with_the_vae_on_the_same_seeds():
     """The verdict table pairs a V's seeds with the VAE's on the same rung (other rungs and
     unpaired seeds left out) and reports the mean difference with its CI."""
@@ -101,10 +108,7 @@ def test_a_v_on_a_rung_is_compared_with_the_vae_on_the_same_seeds():
             row("h30", "vae", 2, 600.0), row("h30", "jepa_ema", 0, 650.0),
             row("h30", "jepa_ema", 1, 560.0), row("h30", "jepa_ema", 3, 900.0),
             row("other", "jepa_ema", 2, 100.0), row("h30", "random", 0, None)]
-    lines = ladder.variant_summary(rows)
-    table = [line for line in lines if line.startswith("| h30 |")]
-    assert len(table) == 1 and not any(line.startswith("| other") for line in lines)
-    cells = [c.strip() for c in table[0].strip("|").split("|")]
+    cells = _only_row(ladder.variant_summary(rows), "h30", left_out="other")
     assert cells[:5] == ["h30", "jepa_ema", "0, 1", "650.0, 560.0", "700.0, 500.0"]
     assert cells[5].startswith("+5.0 [") and cells[6] == "1 of 2"
     assert ladder.variant_summary([row("h30", "vae", 0, 700.0)]) == []
@@ -141,9 +145,6 @@ def test_an_option_rung_is_compared_with_the_rung_whose_v_it_links(tmp_path):
     rows = [row("h30", 0, 726.3), row("h30", 1, 748.0), row("h30", 2, 337.8),
             row("pack", 0, 861.4, "h30"), row("pack", 1, 553.4, "h30"),
             row("pack", 3, 900.0, "h30"), row("lonely", 0, 100.0, "gone")]
-    lines = ladder.option_summary(rows)
-    table = [line for line in lines if line.startswith("| pack |")]
-    assert len(table) == 1 and not any(line.startswith("| lonely") for line in lines)
-    cells = [c.strip() for c in table[0].strip("|").split("|")]
+    cells = _only_row(ladder.option_summary(rows), "pack", left_out="lonely")
     assert cells[:5] == ["pack", "h30", "0, 1", "861.4, 553.4", "726.3, 748.0"]
     assert cells[5].startswith("-29.8 [") and cells[6] == "1 of 2"
