@@ -43,6 +43,7 @@ def observe(vision, memory, obs, draw: Callable[[torch.Size], torch.Tensor]) -> 
 
 
 @torch.no_grad()
+@single_thread()  # the env worker processes take the other cores
 def play_real(env: EnvSettings, vision, memory, population: ControllerPopulation,
               owners: np.ndarray, seeds: np.ndarray, include_cell: bool = False, workers: int = 2,
               on_episode: Callable[[int, float], None] | None = None) -> dict:
@@ -54,15 +55,8 @@ def play_real(env: EnvSettings, vision, memory, population: ControllerPopulation
     ``hazard_sums`` ``(J,)``: M's death hazard summed along each episode as it was played,
     i.e. M teacher-forced on the controller's own real episodes (a head calibrated where
     the controller goes sums to ``died``'s mean). ``on_episode(j, return)`` is called as
-    each job ends (progress bars).
+    each job ends (progress bars); it plays on one torch thread.
     """
-    with single_thread():  # the env workers take the other cores
-        return _play(env, vision, memory, population, owners, seeds, include_cell, workers,
-                     on_episode)
-
-
-def _play(env, vision, memory, population, owners, seeds, include_cell, workers, on_episode
-          ) -> dict:
     J = len(owners)
     W = max(1, min(workers, J))
     H = memory.net.hidden_size
