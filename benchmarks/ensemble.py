@@ -35,7 +35,7 @@ def main() -> int:
     from jepa_wm.controller.cmaes import Trainer, make_dream
     from jepa_wm.controller.evaluate import evaluate
     from jepa_wm.envs import EnvSettings
-    from jepa_wm.io import write_json
+    from jepa_wm.io import read_json, write_json
     from jepa_wm.report import bootstrap_ci
     from jepa_wm.stages.train_controller import real_player
     from jepa_wm.vision import load_vision
@@ -81,10 +81,9 @@ def main() -> int:
     write_json(args.out / "results.json", results)
     real_mean = results["real_mean"]
     lo, hi = bootstrap_ci(results["real_scores"])
-    own = [f"{label(r)}: {first['real'].mean():.1f}" if i == 0 else
-           f"{label(r)}: {cell_parts(r, controller=True)['real'].mean():.1f}"
+    own = [f"{label(r)}: {read_json(r / 'eval' / 'results.json')['real_mean']:.1f}"
            if (r / "eval" / "results.json").exists() else f"{label(r)}: —"
-           for i, r in enumerate(args.cells)]
+           for r in args.cells]
     worlds_text = "<br>".join(f"{k}: {v:.0f} ({v / real_mean:.2f}x)" for k, v in in_world.items())
     print(f"ensemble: real {real_mean:.1f} [{lo:.0f}, {hi:.0f}]; " + "; ".join(
         f"{k} {v:.0f}" for k, v in in_world.items()))
