@@ -229,8 +229,9 @@ def merged_rows(runs: Path, record: Path) -> list[dict]:
     run folder is gone, keeps its row. A row of the same rung, variant and seed is replaced by
     the run folder's; the merged rows are written back."""
     rows = {(r["rung"], r["variant"], r["seed"]): r for r in _read(record) or []}
-    for r in rows.values():  # recorded before revision 2 and no longer on disk: the old M
-        if (r.get("recorded") or "") <= M_REVISION_2.strftime("%Y-%m-%d") and \
+    for r in rows.values():  # recorded on a day before revision 2's: the old M. A row of
+        # that day itself keeps the tag its run folder gave it (``recorded`` is only a date)
+        if (r.get("recorded") or "") < M_REVISION_2.strftime("%Y-%m-%d") and \
                 "old M objective" not in r["budget"]:
             r["budget"] += "; old M objective"
     for r in rung_rows(runs):

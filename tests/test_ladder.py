@@ -148,3 +148,21 @@ def test_an_option_rung_is_compared_with_the_rung_whose_v_it_links(tmp_path):
     cells = _only_row(ladder.option_summary(rows), "pack", left_out="lonely")
     assert cells[:5] == ["pack", "h30", "0, 1", "861.4, 553.4", "726.3, 748.0"]
     assert cells[5].startswith("-29.8 [") and cells[6] == "1 of 2"
+
+
+def test_a_row_whose_folder_is_gone_keeps_its_budget_on_the_day_m_changed(tmp_path):
+    """A fresh machine has no run folders: the recorded rows stand as recorded. A row of the
+    day the M objective changed is not re-labelled "old M objective" for its date alone; a
+    row of an earlier day is."""
+    import json
+
+    ladder = _ladder()
+    day = ladder.M_REVISION_2.strftime("%Y-%m-%d")
+    row = {"rung": "ladder_x", "variant": "vae", "seed": 0, "budget": "M 512",
+           "recorded": day, "results": {}, "wall": {}}
+    record = tmp_path / "ladder.json"
+    record.write_text(json.dumps([row, {**row, "seed": 1, "recorded": "2026-12-02"}]))
+    (tmp_path / "runs").mkdir()
+    rows = ladder.merged_rows(tmp_path / "runs", record)
+    assert [r["budget"] for r in rows] == ["M 512", "M 512; old M objective"]
+    assert json.loads(record.read_text()) == rows
