@@ -217,7 +217,9 @@ def rung_rows(runs: Path) -> list[dict]:
                      # round's, when the run iterates), as evaluate recorded it
                      "fidelity": (_read(cell / "eval" / "results.json") or {}).get("fidelity")
                      or _read(cell / "fidelity" / "fidelity.json") or {},
-                     "results": _read(cell / "eval" / "results.json") or {}})
+                     "results": _read(cell / "eval" / "results.json") or {},
+                     "probes": (_read(cell / STAGE["probe"].folder / "probes.json")
+                                or {}).get("scores") or {}})
         if rows[-1]["results"].get("real_scores"):
             rows[-1]["results"]["real_ci"] = list(bootstrap_ci(rows[-1]["results"]["real_scores"]))
     return rows
@@ -236,6 +238,10 @@ def merged_rows(runs: Path, record: Path) -> list[dict]:
             r["budget"] += "; old M objective"
     for r in rung_rows(runs):
         old = rows.get((r["rung"], r["variant"], r["seed"]))
+        if old and old["results"].get("real_mean") is not None and \
+                r["results"].get("real_mean") is None:
+            old["probes"] = old.get("probes") or r["probes"]  # a partial re-run (a fresh
+            continue  # machine, --until) never erases a finished row; its probes are kept
         if old and (old["results"], old["wall"]) == (r["results"], r["wall"]):
             r["recorded"] = old.get("recorded")  # as made (a run folder lives on the
             r["machine"] = old.get("machine") or r["machine"]  # machine that made it)
@@ -321,6 +327,25 @@ def variant_summary(rows: list[dict]) -> list[str]:
         ("rung", "V", "V", "VAE"))
 
 
+def probe_table(rows: list[dict]) -> list[str]:
+    """What each row's V knows (issue 13): its held-out probe scores, one column per target
+    any row has (rows recorded before probes ran, or whose folder is gone, are left out)."""
+    probed = [r for r in rows if r.get("probes")]
+    keys = sorted({k for r in probed for k in r["probes"]})
+    if not probed:
+        return []
+    names = [k.removeprefix("probe_") for k in keys]
+    return ["", "## What V knows (probes)", "",
+            ("Linear probes of each row's V (`jepa_wm/probes.py`): fitted on the store's "
+             "training episodes, scored on the episodes V held out; R² for every target but "
+             "`fireball_in_view` (accuracy, beside always guessing the majority class, "
+             "`fireball_in_view_base`)."), "",
+            "| rung | seed | " + " | ".join(names) + " |",
+            "|---|---:|" + "---:|" * len(keys),
+            *(f"| {r['rung']} | {r['seed']} | "
+              + " | ".join(_f(r["probes"].get(k), 3) for k in keys) + " |" for r in probed)]
+
+
 def option_summary(rows: list[dict]) -> list[str]:
     """Each rung whose store and V are linked from another rung (``share_upstream``: an
     option checked on the same data and V) against that rung on the same seeds."""
@@ -397,6 +422,7 @@ def write_results(runs: Path, out: Path, note: str) -> str:
             f"{_f(res.get('c_deaths_per_episode'), 2)} | "
             + " / ".join(_f(1e3 * res[k] if k in res else None, 2) for k in (
                 "c_death_rate_game", "c_hazard_rate_game", "c_death_rate_dream")) + " |")
+    lines += probe_table(rows)
     lines += ["", "## Against the issue's targets", "",
               ("| rung | seed | Σ p(done) in 0.9-1.1 | data policy's dream survival within ±20% "
               "of the game's | real >= 750 |"), "|---|---:|---|---|---|"]

@@ -166,3 +166,33 @@ def test_a_row_whose_folder_is_gone_keeps_its_budget_on_the_day_m_changed(tmp_pa
     rows = ladder.merged_rows(tmp_path / "runs", record)
     assert [r["budget"] for r in rows] == ["M 512", "M 512; old M objective"]
     assert json.loads(record.read_text()) == rows
+
+
+def test_a_partial_rerun_keeps_the_finished_row_and_adds_what_v_knows(tmp_path):
+    """A rung re-run up to its probes (say on a new machine) leaves the recorded scores in
+    place and adds its V's probe scores to that row and to the report's probe table."""
+    import json
+
+    ladder = _ladder()
+    rung = ROOT / "configs" / "ladder" / "m512_shared_h30.yaml"
+    runs = tmp_path / "runs"
+    cfg, _ = ladder.rung_config(rung, ladder.VAE, 0, runs)
+    from jepa_wm.contract import run_paths
+    from jepa_wm.pipeline import save_config
+
+    paths = run_paths(cfg, runs)
+    probe = paths.cell / "probe"
+    probe.mkdir(parents=True)
+    (probe / "probes.json").write_text(json.dumps({"scores": {"probe_player_x": 0.625}}))
+    save_config(cfg, paths)
+    finished = {"rung": cfg.experiment, "variant": "vae", "seed": 0, "budget": "M 512",
+                "recorded": "2026-12-04", "wall": {}, "cmaes_s": 0.0, "fidelity": {},
+                "results": {"real_mean": 726.3, "real_scores": [700.0, 752.6]}}
+    out = tmp_path / "ladder.md"
+    out.with_suffix(".json").write_text(json.dumps([finished]))
+    text = ladder.write_results(runs, out, "test")
+    (row,) = json.loads(out.with_suffix(".json").read_text())
+    assert row["results"] == finished["results"]
+    assert row["probes"] == {"probe_player_x": 0.625}
+    assert f"| {cfg.experiment} | 0 | 0.625 |" in text
+    assert "| 726.3 ± —" in text
