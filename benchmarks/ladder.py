@@ -329,8 +329,9 @@ def variant_summary(rows: list[dict]) -> list[str]:
 
 def probe_table(rows: list[dict]) -> list[str]:
     """What each row's V knows (issue 13): its held-out probe scores, one column per target
-    any row has (rows recorded before probes ran, or whose folder is gone, are left out)."""
-    probed = [r for r in rows if r.get("probes")]
+    any row has: the rows that trained their own V (a rung that links another's V has the
+    same scores), and only those recorded with probes."""
+    probed = [r for r in rows if r.get("probes") and not r.get("base")]
     keys = sorted({k for r in probed for k in r["probes"]})
     if not probed:
         return []
