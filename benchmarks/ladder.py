@@ -148,6 +148,7 @@ def budget(c: dict) -> str:
             f", {section['precision']}"
 
     mixture = ", one mixture per z" if m.get("shared_mixture") else ""
+    mixture += f", z noise {m['z_noise']}" if m.get("z_noise") else ""
     m_speed = (", packed" if mt.get("pack") else "") + precision(mt)
     it = c.get("iterate") or {}
     rounds = (f"; then {it['rounds']} round(s) of iterative training: {it['episodes']} eps of "
