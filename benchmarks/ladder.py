@@ -241,8 +241,10 @@ def merged_rows(runs: Path, record: Path) -> list[dict]:
         old = rows.get((r["rung"], r["variant"], r["seed"]))
         if old and old["results"].get("real_mean") is not None and \
                 r["results"].get("real_mean") is None:
-            old["probes"] = old.get("probes") or r["probes"]  # a partial re-run (a fresh
-            continue  # machine, --until) never erases a finished row; its probes are kept
+            if r["probes"] and not old.get("probes"):  # a partial re-run (a fresh machine,
+                old["probes"] = r["probes"]  # --until) never erases a finished row; its V's
+                old["probed"] = f"{r['recorded']}, {r['machine']}: V re-trained"  # probes
+            continue  # are kept, and say that they are of a V re-trained from its config
         if old and (old["results"], old["wall"]) == (r["results"], r["wall"]):
             r["recorded"] = old.get("recorded")  # as made (a run folder lives on the
             r["machine"] = old.get("machine") or r["machine"]  # machine that made it)
@@ -333,19 +335,22 @@ def probe_table(rows: list[dict]) -> list[str]:
     any row has: the rows that trained their own V (a rung that links another's V has the
     same scores), and only those recorded with probes."""
     probed = [r for r in rows if r.get("probes") and not r.get("base")]
-    keys = sorted({k for r in probed for k in r["probes"]})
     if not probed:
         return []
+    keys = sorted({k for r in probed for k in r["probes"]})
     names = [k.removeprefix("probe_") for k in keys]
     return ["", "## What V knows (probes)", "",
             ("Linear probes of each row's V (`jepa_wm/probes.py`): fitted on the store's "
              "training episodes, scored on the episodes V held out; R² for every target but "
              "`fireball_in_view` (accuracy, beside always guessing the majority class, "
-             "`fireball_in_view_base`)."), "",
-            "| rung | seed | " + " | ".join(names) + " |",
-            "|---|---:|" + "---:|" * len(keys),
+             "`fireball_in_view_base`). `probed`: where a row's probes come from a later "
+             "re-run of its V (the same config, trained again, so not the V its scores "
+             "are of); empty where they are of the run's own V."), "",
+            "| rung | seed | " + " | ".join(names) + " | probed |",
+            "|---|---:|" + "---:|" * len(keys) + "---|",
             *(f"| {r['rung']} | {r['seed']} | "
-              + " | ".join(_f(r["probes"].get(k), 3) for k in keys) + " |" for r in probed)]
+              + " | ".join(_f(r["probes"].get(k), 3) for k in keys)
+              + f" | {r.get('probed', '')} |" for r in probed)]
 
 
 def option_summary(rows: list[dict]) -> list[str]:

@@ -194,5 +194,6 @@ def test_a_partial_rerun_keeps_the_finished_row_and_adds_what_v_knows(tmp_path):
     (row,) = json.loads(out.with_suffix(".json").read_text())
     assert row["results"] == finished["results"]
     assert row["probes"] == {"probe_player_x": 0.625}
-    assert f"| {cfg.experiment} | 0 | 0.625 |" in text
+    assert row["probed"].endswith(": V re-trained")
+    assert f"| {cfg.experiment} | 0 | 0.625 | {row['probed']} |" in text
     assert "| 726.3 ± —" in text
