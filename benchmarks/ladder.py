@@ -138,10 +138,17 @@ def _verdict(value, ok: bool, digits: int) -> str:
     return "—" if value is None else f"{'met' if ok else 'missed'} ({value:.{digits}f})"
 
 
-def budget(c: dict) -> str:
+def budget(c: dict, v_steps: int | None = None) -> str:
+    """The rung's budget in one line; ``v_steps``, the steps V trained (its metrics), names
+    the steps a compute budget (``max_flops``, ``max_time``) gave it."""
     v, vt = c["vision_model"]["init_args"], c["vision_train"]
     m, mt, cc = c["memory_model"]["init_args"], c["memory_train"], c["controller_train"]
     steps = vt["max_steps"] if vt["max_steps"] > 0 else f"{vt['max_epochs']} ep"
+    trained = "?" if v_steps is None else v_steps
+    if vt.get("max_flops"):
+        steps = f"{vt['max_flops']:.4g} FLOPs = {trained} steps"
+    elif vt.get("max_time"):
+        steps = f"{vt['max_time']:g} s = {trained} steps"
     done = cc["done"] + (f" > {cc.get('done_threshold')}" if cc["done"] == "threshold" else "")
     def precision(section: dict) -> str:
         return "" if section.get("precision", "32-true") == "32-true" else \
@@ -161,6 +168,11 @@ def budget(c: dict) -> str:
             f"{mt['batch_size']}, pos_w {m.get('done_pos_weight')}{mixture}{m_speed}; "
             f"C {cc['generations']} "
             f"gen, dreams {cc['max_steps']}, {done}, tau {cc['tau']}{rounds}")
+
+
+def v_steps(cell: Path) -> int | None:
+    """The steps the cell's V trained (its ``metrics.json``), None before it has."""
+    return (_read(cell / STAGE["train-vision"].folder / "metrics.json") or {}).get("steps")
 
 
 def stage_walls(cell: Path) -> dict[str, float | None]:
@@ -208,7 +220,8 @@ def rung_rows(runs: Path) -> list[dict]:
         rung = cell.parents[1].name + ("" if variant == "vae" else f" [{variant}]")
         rows.append({"rung": rung, "variant": variant,
                      "seed": config["seed"], "base": base_rung(cell),
-                     "budget": "; ".join(filter(None, (budget(config), m_objective(cell)))),
+                     "budget": "; ".join(filter(None, (budget(config, v_steps(cell)),
+                                                        m_objective(cell)))),
                      "wall": stage_walls(cell),
                      "cmaes_s": sum(g.get("seconds", 0.0) for g in
                                     _read(cell / "controller" / "history.json") or []),

@@ -197,3 +197,27 @@ def test_a_partial_rerun_keeps_the_finished_row_and_adds_what_v_knows(tmp_path):
     assert row["probed"].endswith(": V re-trained")
     assert f"| {cfg.experiment} | 0 | 0.625 | {row['probed']} |" in text
     assert "| 726.3 ± —" in text
+
+
+def test_a_row_at_a_compute_budget_names_it_and_the_steps_v_trained(tmp_path):
+    """A V trained to a FLOPs budget (jepa_ema_flops.yaml) shows that budget and the steps
+    it gave, read from V's metrics, not the rung's max_steps, which it did not train."""
+    import json
+
+    from jepa_wm.contract import run_paths
+    from jepa_wm.pipeline import save_config
+
+    ladder = _ladder()
+    runs = tmp_path / "runs"
+    variant = ROOT / "configs/variants/jepa_ema_flops.yaml"
+    cfg, _ = ladder.rung_config(ROOT / "configs/ladder/m512_shared_h30.yaml", variant, 0, runs)
+    assert cfg.vision_train.max_steps == 4000 and cfg.vision_train.max_flops == 5.881e13
+    paths = run_paths(cfg, runs)
+    save_config(cfg, paths)
+    (row,) = ladder.rung_rows(runs)
+    assert row["rung"] == "ladder_m512_shared_h30 [jepa_ema_flops]"
+    assert "V z 32, 5.881e+13 FLOPs = ? steps x 64," in row["budget"]  # V not trained yet
+    (paths.cell / "vision").mkdir()
+    (paths.cell / "vision" / "metrics.json").write_text(json.dumps({"steps": 6281}))
+    (row,) = ladder.rung_rows(runs)
+    assert "V z 32, 5.881e+13 FLOPs = 6281 steps x 64," in row["budget"]
