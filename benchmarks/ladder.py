@@ -387,6 +387,14 @@ def option_summary(rows: list[dict]) -> list[str]:
         ("rung", "other", "rung", "other"))
 
 
+def sharpness(f: dict) -> str:
+    """M's hazard per 1,000 steps far from a death / in a death's last 2 steps (ratio)."""
+    far, last = f.get("hazard_early"), f.get("hazard_last2")
+    if far is None or last is None or not (math.isfinite(far) and math.isfinite(last)):
+        return "—"
+    return f"{1e3 * far:.2f} / {1e3 * last:.0f} ({last / far:.0f}x)" if far > 0 else "—"
+
+
 def write_results(runs: Path, out: Path, note: str) -> str:
     rows = merged_rows(runs, out.with_suffix(".json"))
     lines = ["# The budget ladder (issue 11)", "",
@@ -402,6 +410,11 @@ def write_results(runs: Path, out: Path, note: str) -> str:
              "episodes per action; — for runs that predate it: "
              "`benchmarks/results/hold_survival.md`); real: 50 episodes on the fixed "
              "evaluation seeds (`eval_seeds(seed, 50)`)"),
+             ("- hazard far from / at a death: M's teacher-forced hazard on the held-out "
+              "episodes, per 1,000 steps, averaged over the steps 32 or more before an "
+              "episode's end and over the last 2 steps before a death (`fidelity.json` "
+              "`hazard_early`, `hazard_last2`), with their ratio: a death head that places "
+              "its deaths where they happen has a low first figure and a high ratio"),
              ("- M's objective: every M before 2026-12-03 18:20 UTC (\"old M objective\" in "
               "its budget) divided each batch's losses by its real steps, which inflated its "
               "death head at each data epoch's end (`docs/RESULTS.md`, session 12); later "
@@ -421,17 +434,19 @@ def write_results(runs: Path, out: Path, note: str) -> str:
     lines += [f"| {r['rung']} | {r['seed']} | {r['budget']} | {r.get('recorded', '—')}"
               f"{', ' + r['machine'] if r.get('machine') else ''} |" for r in rows]
     lines += ["", "## Dream fidelity and scores", "",
-              ("| rung | seed | Σ p(done)/ep | Brier | survival dream / game (ratio) | "
+              ("| rung | seed | Σ p(done)/ep | Brier | hazard per 1k steps: far from / at a "
+              "death | survival dream / game (ratio) | "
               "open-loop MSE @10 / copy | @50 / copy | hold ratio | C dream | C real ± std | "
               "real 95% CI | C's real episodes: Σ p(done) / died | C's deaths per 1k steps: "
               "game / M's hazard there / dream |"),
-              "|---|---:|---:|---:|---|---|---|---:|---:|---:|---|---|---|"]
+              "|---|---:|---:|---:|---|---|---|---|---:|---:|---:|---|---|---|"]
     for r in rows:
         f, res = r["fidelity"], r["results"]
         ci = "—" if not res.get("real_ci") else "[{:.0f}, {:.0f}]".format(*res["real_ci"])
         lines.append(
             f"| {r['rung']} | {r['seed']} | {_f(f.get('death_sum_per_episode'), 2)} | "
-            f"{_f(f.get('brier'), 5)} | {_f(f.get('policy_survival_dream'), 0)} / "
+            f"{_f(f.get('brier'), 5)} | {sharpness(f)} | "
+            f"{_f(f.get('policy_survival_dream'), 0)} / "
             f"{_f(f.get('policy_survival_real'), 0)} ({_f(f.get('policy_survival_ratio'), 2)})"
             f" | {_f(f.get('open_loop_mse_10'), 3)} / {_f(f.get('copy_mse_10'), 3)} | "
             f"{_f(f.get('open_loop_mse_50'), 3)} / {_f(f.get('copy_mse_50'), 3)} | "
