@@ -133,6 +133,8 @@ def test_smoke_sweep_end_to_end_writes_the_report(smoke_runs):
             assert fidelity["policy_survival_ratio"] == pytest.approx(
                 fidelity["policy_survival_dream"] / fidelity["policy_survival_real"])
         assert float(rows[variant]["fidelity_policy_survival_ratio"]) > 0
+        for key in ("fidelity_hazard_early", "fidelity_hazard_last2"):  # death-head sharpness
+            assert 0 < float(rows[variant][key]) < 1, key
     md = (exp / "report" / "results.md").read_text()
     assert "## Dream fidelity" in md and "policy survival: dream" in md
     assert "| vae | 2 |" in md and "Budget per run" in md

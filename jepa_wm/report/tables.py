@@ -76,7 +76,11 @@ FIDELITY_NOTE = ("Held-out episodes M never trained on: Σ p(done) per episode (
                  "10 and 50 steps against copying the last z (standardised units); the hold "
                  "ratio: the largest dream/game survival ratio of holding one action for a "
                  "whole episode (a dream that rates a hold safer than the game, > 1, is one "
-                 "a controller can exploit by running into a wall). C's episodes: M's "
+                 "a controller can exploit by running into a wall). M's teacher-forced "
+                 "hazard per step far from a death (32 or more steps before an episode's "
+                 "end) and in the last 2 steps before one: a death head that places deaths "
+                 "where they happen gives a small first figure and a large second (on the "
+                 "ladder no M whose ratio was below 80 has transferred). C's episodes: M's "
                  "hazard summed along the trained controller's real evaluation episodes "
                  "against the share that ended in a death (under it: M rates C's own states "
                  "safer than the game). C's deaths per step in the game, M's hazard per step "
@@ -94,6 +98,8 @@ FIDELITY_COLUMNS = [("variant", "variant", 0),
                     ("fidelity_open_loop_mse_50", "open-loop MSE@50", 3),
                     ("fidelity_copy_mse_50", "copy@50", 3),
                     ("fidelity_hold_survival_ratio_max", "hold ratio", 2),
+                    ("fidelity_hazard_early", "M's hazard/step far from a death", 5),
+                    ("fidelity_hazard_last2", "at a death", 3),
                     ("c_death_sum_per_episode", "C's episodes: Σ p(done)", 2),
                     ("c_deaths_per_episode", "deaths", 2),
                     ("c_death_rate_game", "C deaths/step: game", 5),
