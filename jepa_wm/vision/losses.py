@@ -73,8 +73,9 @@ def ema_momentum(step: int, total_steps: int, start: float = 0.996, end: float =
 
 @torch.no_grad()
 def ema_update_(target: nn.Module, online: nn.Module, momentum: float) -> None:
-    """In place: target params <- m * target + (1 - m) * online; buffers copied."""
+    """In place: target params <- m * target + (1 - m) * online. Buffers (BatchNorm's
+    running statistics) are left to the target's own forward passes: its lagged weights
+    give other features than the online net's, which the online net's statistics would
+    mis-normalise in eval mode (2026-12-04; training, in batch statistics, is the same)."""
     for p_t, p_o in zip(target.parameters(), online.parameters()):
         p_t.mul_(momentum).add_(p_o.detach(), alpha=1.0 - momentum)
-    for b_t, b_o in zip(target.buffers(), online.buffers()):
-        b_t.copy_(b_o)
