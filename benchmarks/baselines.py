@@ -24,17 +24,18 @@ from common import cpu_name, loadavg  # benchmarks/common.py (scripts run from t
 
 from jepa_wm.controller.evaluate import eval_seeds
 from jepa_wm.data.collect import HoldRandomPolicy
-from jepa_wm.envs import make_env
+from jepa_wm.envs import EnvSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-ENV = "VizdoomTakeCover-v1"
+ENV = EnvSettings("VizdoomTakeCover-v1", image_size=64, max_episode_steps=2100)
 
 
-def play(max_hold: int, seeds: np.ndarray) -> np.ndarray:
+def play(max_hold: int, seeds: np.ndarray, settings: EnvSettings = ENV) -> np.ndarray:
     """Returns of one episode per seed of the held-random policy (``max_hold`` 1 = uniform
-    random play); the policy's stream of episode i is seeded by (seed, i)."""
-    env = make_env(ENV, image_size=64, max_episode_steps=2100)
+    random play) in the env of ``settings``; the policy's stream of episode i is seeded by
+    (seeds[0], i)."""
+    env = settings.factory()()
     policy = HoldRandomPolicy(env.action_space, seed=int(seeds[0]), max_hold=max_hold)
     policy.reset(1)
     returns = []
@@ -75,7 +76,7 @@ def main() -> None:
         f"# Baselines on the evaluation seeds of run seeds {run_seeds}", "",
         (f"- command: `python benchmarks/baselines.py --seeds {run_seeds} --episodes "
         f"{args.episodes} --holds {' '.join(map(str, args.holds))}`"),
-        (f"- env {ENV}, 64x64, episodes capped at 2100 steps; {len(seeds)} episodes, the "
+        (f"- env {ENV.env}, 64x64, episodes capped at 2100 steps; {len(seeds)} episodes, the "
         f"seeds `evaluate` plays (`eval_seeds(s, {args.episodes})` for s in {run_seeds})"),
         (f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {cpu_name()}, "
         f"{os.cpu_count()} CPUs; {time.perf_counter() - start:.0f} s; load {load} before"),

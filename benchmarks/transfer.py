@@ -8,8 +8,10 @@ Runs ``jepa-wm sweep SWEEP --out RUNS --jobs N`` (the real CLI, in a subprocess)
 skips every finished cell, so a killed or timed-out run continues where it stopped: run the
 same command again. Then writes ``benchmarks/results/transfer.md`` (``transfer_quick.md``
 with ``--quick``, which never overwrites the real result): the command, machine, date and
-load, the sweep's report table, the wall time of one variant+seed, and the issue's targets
-with the margin each is met or missed by. The score plot is copied beside it.
+load, the sweep's report table, uniform random play and the data policy replayed on the
+variants' evaluation episodes (``benchmarks/baselines.py``), the wall time of one
+variant+seed, and the issue's targets with the margin each is met or missed by. The score
+plot is copied beside it.
 """
 
 from __future__ import annotations
@@ -24,10 +26,15 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+from baselines import play  # benchmarks/baselines.py
 from common import cpu_name, loadavg  # benchmarks/common.py (scripts run from their folder)
 
 from jepa_wm.contract import run_paths
+from jepa_wm.controller.evaluate import eval_seeds
+from jepa_wm.envs import EnvSettings
 from jepa_wm.report import STAGES, find_runs, summarize, train_length, wall_times
+from jepa_wm.report.stats import bootstrap_ci
 from jepa_wm.sweep import load_sweep, make_cells
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,6 +90,27 @@ def targets(rows, runs) -> str:
          f"(95% CI [{best['ci_low']:.1f}, {best['ci_high']:.1f}]) | {verdict} |"),
         (f"| one variant+seed pipeline <= {TARGET_CELL_MINUTES:.0f} min | slowest cell "
          f"{worst_cell:.1f} min | {cell} |")])
+
+
+def policy_rows(runs, baseline: str, seeds: list[int]) -> list[str]:
+    """Uniform random play and the data policy (the collection's held random action),
+    played on the evaluation seeds every variant played, with the variants' statistic
+    (mean of the seeds' means, 95% bootstrap CI over seeds): the bars a dream-trained C
+    has to clear. The env, hold and episode count come from the baseline's resolved config."""
+    run = next((r for r in runs if r.variant == baseline and r.config), None)
+    if run is None:
+        return []
+    c = run.config
+    env = EnvSettings(c["env"], c["image_size"], c["frame_skip"], c["max_episode_steps"])
+    episodes, hold = c["evaluate"]["episodes"], c["max_hold"]
+    rows = []
+    for max_hold, name in [(1, "uniform random play"),
+                           (hold, f"the data policy, a random action held 1..{hold} steps")]:
+        means = [float(play(max_hold, eval_seeds(s, episodes), env).mean()) for s in seeds]
+        low, high = bootstrap_ci(means)
+        rows.append(f"| {name} ({len(seeds)} seeds, the variants' evaluation episodes) | "
+                    f"{np.mean(means):.1f} [{low:.1f}, {high:.1f}] |")
+    return rows
 
 
 def budget_table(runs, baseline: str) -> str:
@@ -147,7 +175,8 @@ def main() -> None:
         title += " (--quick: a check, not a result)"
     header = [
         (f"- command: `python benchmarks/transfer.py{' --quick' if args.quick else ''} "
-         f"--jobs {args.jobs}` (runs `jepa-wm sweep {SWEEPS[mode]} --out {args.runs} "
+         f"--jobs {args.jobs}{'' if args.runs == 'runs' else ' --runs ' + args.runs}` "
+         f"(runs `jepa-wm sweep {SWEEPS[mode]} --out {args.runs} "
          f"--jobs {args.jobs}`; finished cells are skipped, so this is also how to resume)"),
         (f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {cpu_name()}, "
          f"{os.cpu_count()} CPUs"),
@@ -158,6 +187,7 @@ def main() -> None:
          "run side by side overlap, so a sweep's wall time is less)")]
     ours = [(f"| {r['variant']} ({r['n_seeds']} seeds, this budget) | {r['real_mean']:.1f} "
              f"[{r['ci_low']:.1f}, {r['ci_high']:.1f}] |") for r in rows if r["n_seeds"]]
+    ours += policy_rows(runs, baseline, spec.seeds)
     text = "\n".join([
         title, "", *header, "",
         "## Beside the paper", "",

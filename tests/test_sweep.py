@@ -192,6 +192,19 @@ def test_transfer_benchmark_reports_a_finished_sweep_without_rerunning_it(smoke_
     assert f"| {best['variant']}: {score:.1f} " in text and verdict in text
     for variant, row in rows.items():
         assert f"| {variant} (2 seeds, this budget) | {float(row['real_mean']):.1f} " in text
+    # the baselines, replayed here on the same evaluation seeds: the same means
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from baselines import play
+
+    from jepa_wm.controller.evaluate import eval_seeds
+
+    cfg = yaml.safe_load((smoke_runs / "smoke" / "vae" / "seed0" / "config.yaml").read_text())
+    hold = cfg["max_hold"]
+    for max_hold, name in [(1, "uniform random play"),
+                           (hold, f"the data policy, a random action held 1..{hold} steps")]:
+        mean = sum(play(max_hold, eval_seeds(s, cfg["evaluate"]["episodes"])).mean()
+                   for s in (0, 1)) / 2
+        assert f"| {name} (2 seeds, the variants' evaluation episodes) | {mean:.1f} [" in text
     assert (tmp_path / "results" / "transfer_quick_scores.png").stat().st_size > 0
 
 
