@@ -46,7 +46,7 @@ PAPER = [("World Models, dream-trained C, tau 1.15 (paper)", "1092 +- 556"),
          ("random policy (paper)", "210 +- 108"),
          ("solved (the task's definition)", ">= 750")]
 TARGET_SCORE = 750.0
-TARGET_CELL_MINUTES = 10.0
+TARGET_CELL_MINUTES = 15.0  # issue 11: doom_fast in <= 15 minutes per variant and seed on 2 cores
 
 
 def experiment_folder(spec, runs: Path) -> Path:
