@@ -92,15 +92,19 @@ def targets(rows, runs) -> str:
          f"{worst_cell:.1f} min | {cell} |")])
 
 
+def baseline_config(runs, baseline: str) -> dict | None:
+    """The resolved config of the first baseline run that has one (None: no such run)."""
+    return next((r.config for r in runs if r.variant == baseline and r.config), None)
+
+
 def policy_rows(runs, baseline: str, seeds: list[int]) -> list[str]:
     """Uniform random play and the data policy (the collection's held random action),
     played on the evaluation seeds every variant played, with the variants' statistic
     (mean of the seeds' means, 95% bootstrap CI over seeds): the bars a dream-trained C
     has to clear. The env, hold and episode count come from the baseline's resolved config."""
-    run = next((r for r in runs if r.variant == baseline and r.config), None)
-    if run is None:
+    c = baseline_config(runs, baseline)
+    if c is None:
         return []
-    c = run.config
     env = EnvSettings(c["env"], c["image_size"], c["frame_skip"], c["max_episode_steps"])
     episodes, hold = c["evaluate"]["episodes"], c["max_hold"]
     rows = []
@@ -116,10 +120,9 @@ def policy_rows(runs, baseline: str, seeds: list[int]) -> list[str]:
 def budget_table(runs, baseline: str) -> str:
     """This budget beside the paper's, from the baseline's resolved config: where the
     score gap to 750 can come from."""
-    run = next((r for r in runs if r.variant == baseline and r.config), None)
-    if run is None:
+    c = baseline_config(runs, baseline)
+    if c is None:
         return "(no resolved config of the baseline found)"
-    c = run.config
     v, m, cc = (c["vision_model"]["init_args"], c["memory_model"]["init_args"],
                 c["controller_train"])
     vt, mt = c["vision_train"], c["memory_train"]
