@@ -209,6 +209,14 @@ def base_rung(cell: Path) -> str | None:
     return made.parents[1].name + ("" if variant == "vae" else f" [{variant}]")
 
 
+def store_frames(cell: Path) -> int | None:
+    """The frames in the cell's rollout store (the folder its ``pipeline.json`` says collect
+    wrote), None before it is collected or when it is gone."""
+    out = (((_read(cell / "pipeline.json") or {}).get("stages") or {}).get("collect") or {}
+           ).get("out")
+    return None if out is None else (_read(Path(out) / "meta.json") or {}).get("frames")
+
+
 def rung_rows(runs: Path) -> list[dict]:
     from jepa_wm.report import bootstrap_ci
 
@@ -220,6 +228,7 @@ def rung_rows(runs: Path) -> list[dict]:
         rung = cell.parents[1].name + ("" if variant == "vae" else f" [{variant}]")
         rows.append({"rung": rung, "variant": variant,
                      "seed": config["seed"], "base": base_rung(cell),
+                     "episodes": config["episodes"], "frames": store_frames(cell),
                      "budget": "; ".join(filter(None, (budget(config, v_steps(cell)),
                                                         m_objective(cell)))),
                      "wall": stage_walls(cell),
@@ -239,7 +248,7 @@ def rung_rows(runs: Path) -> list[dict]:
     return rows
 
 
-def merged_rows(runs: Path, record: Path) -> list[dict]:
+def merged_rows(runs: Path, record: Path, write: bool = True) -> list[dict]:
     """The rows of the run folders under ``runs``, merged into those already recorded in
     ``record`` (JSON beside the results file), so a rung measured in an earlier session, whose
     run folder is gone, keeps its row. A row of the same rung, variant and seed is replaced by
@@ -250,7 +259,7 @@ def merged_rows(runs: Path, record: Path) -> list[dict]:
         if (r.get("recorded") or "") < M_REVISION_2.strftime("%Y-%m-%d") and \
                 "old M objective" not in r["budget"]:
             r["budget"] += "; old M objective"
-    for r in rung_rows(runs):
+    for r in rung_rows(runs) if runs.is_dir() else []:
         old = rows.get((r["rung"], r["variant"], r["seed"]))
         if old and old["results"].get("real_mean") is not None and \
                 r["results"].get("real_mean") is None:
@@ -263,7 +272,8 @@ def merged_rows(runs: Path, record: Path) -> list[dict]:
             r["machine"] = old.get("machine") or r["machine"]  # machine that made it)
         rows[(r["rung"], r["variant"], r["seed"])] = r
     merged = [rows[k] for k in sorted(rows)]
-    record.write_text(json.dumps(merged, indent=1, default=str) + "\n")
+    if write:
+        record.write_text(json.dumps(merged, indent=1, default=str) + "\n")
     return merged
 
 

@@ -223,3 +223,48 @@ def test_a_row_at_a_compute_budget_names_it_and_the_steps_v_trained(tmp_path):
     (paths.cell / "vision" / "metrics.json").write_text(json.dumps({"steps": 6281}))
     (row,) = ladder.rung_rows(runs)
     assert "V z 32, 5.881e+13 FLOPs = 6281 steps x 64," in row["budget"]
+
+
+def test_the_scaling_curve_is_read_from_the_ladders_rows(tmp_path):
+    """benchmarks/scaling.py through its CLI: per V and data budget the seeds' real means,
+    their mean and CI, the frames of the seeds' stores, the VAE-paired difference, a budget
+    not run listed as such, and the plot; rungs at one budget are refused in one line."""
+    import json
+    import subprocess
+
+    def row(rung, variant, seed, real, frames):
+        name = rung + ("" if variant == "vae" else f" [{variant}]")
+        return {"rung": name, "variant": variant, "seed": seed, "frames": frames,
+                "wall": {"collect": 60.0, "evaluate": 60.0}, "budget": "",
+                "fidelity": {"death_sum_per_episode": 1.0, "policy_survival_ratio": 0.9},
+                "results": {"real_mean": real}}
+
+    small, full = "ladder_m512_shared_h30_it1_e200", "ladder_m512_shared_h30_it1"
+    record = tmp_path / "transfer_ladder.json"
+    record.write_text(json.dumps([
+        row(small, "vae", 0, 400.0, 70000), row(small, "vae", 1, 500.0, None),
+        row(full, "vae", 0, 800.0, 368067), row(full, "vae", 1, 700.0, 370978),
+        row(small, "jepa_ema", 0, 300.0, None), row(full, "jepa_ema", 1, 200.0, None)]))
+    out = tmp_path / "scaling.md"
+    rungs = [str(ROOT / "configs/ladder" / f"{n}.yaml") for n in
+             ("m512_shared_h30_it1_e200", "m512_shared_h30_it1", "m512_shared_h30_it1_e3000")]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/scaling.py"), *rungs, "--runs",
+         str(tmp_path / "none"), "--record", str(record), "--out", str(out)],
+        capture_output=True, text=True, cwd=ROOT / "benchmarks")
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert "| vae | 200 | 70,000 | 0, 1 | 400.0, 500.0 | 450.0 [400, 500] | 0 of 2 |" in text
+    assert "| vae | 1,000 | 369,522 | 0, 1 | 800.0, 700.0 | 750.0 [700, 800] | 1 of 2 |" in text
+    assert "| vae | 3,000 | — | not run |" in text
+    # the JEPA's stores are the VAE's (same rung and seed): their frames are known
+    assert "| jepa_ema | 1,000 | 370,978 | 1 (of 2) | 200.0 |" in text
+    assert "| 200 | jepa_ema | 0 | 300.0 | 400.0 | -100.0 [-100, -100] | 0 of 1 | 0.00 |" in text
+    assert (tmp_path / "scaling.png").stat().st_size > 0
+    assert record.read_text().count('"rung"') == 6  # read, never rewritten
+    one = subprocess.run([sys.executable, str(ROOT / "benchmarks/scaling.py"), rungs[1],
+                          "--record", str(record), "--out", str(out)],
+                         capture_output=True, text=True, cwd=ROOT / "benchmarks")
+    assert one.returncode != 0
+    assert one.stderr.strip().splitlines()[-1] == (
+        "scaling: rungs: give rungs at two data budgets or more (got episodes [1000])")
