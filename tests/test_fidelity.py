@@ -165,3 +165,37 @@ def test_fidelity_stage_writes_the_figures_from_held_out_episodes(doom_store, tm
     again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
                            timeout=600, check=False)
     assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+def test_hazard_states_splits_m_and_the_game_deaths_by_what_the_game_recorded(doom_store,
+                                                                             tmp_path):
+    """benchmarks/hazard_states.py through its CLI on a run folder over the real store: an M
+    whose hazard is 0.005 everywhere reads 5 per 1,000 steps in every bin of both splits,
+    and the game's deaths per bin are the store's terminations where its recorded state
+    falls in that bin."""
+    store = RolloutStore(doom_store)
+    run = tmp_path / "exp" / "vae" / "seed0"
+    write_test_latents(store, run / "latents", sigma=True)
+    save_memory(constant_hazard_memory(0.005), run / "memory" / "final.ckpt",
+                val_episodes=[0, 1, 2, 3])
+    out = tmp_path / "hazard_states.md"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/hazard_states.py"), str(run),
+                           "--out", str(out)], cwd=ROOT / "benchmarks", capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import hazard_states
+
+    state = store.get("state", np.arange(store.num_frames))
+    names = list(store.state_names)
+    dist, health = state[:, names.index("fireball_dist")], state[:, names.index("health")]
+    died = store.terminated(np.arange(store.num_frames)).astype(bool)
+    text = out.read_text()
+    assert "exp/vae/seed0** (4 held-out episodes" in text
+    for split, name, sel in hazard_states.bins({"dist": dist, "health": health}):
+        if not sel.any():
+            continue
+        game = 1e3 * died[sel].mean()
+        row = f"| {split} | {name} | {sel.mean():.3f} | {game:.2f} | 5.00 |"
+        assert row in text, row
+    assert "| exp/vae/seed0 | " in text  # the one-line summary
