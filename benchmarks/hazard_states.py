@@ -24,9 +24,11 @@ from pathlib import Path
 import numpy as np
 from common import RESULTS, append_record, cpu_name, loadavg
 
-#: Nearest fireball's distance (map units; a fireball touching the player is at 24-36
-#: when a death happens on the h30 data): bin edges, and the bins' names.
-DIST_EDGES = (40.0, 100.0, 200.0, 350.0)
+from jepa_wm.fidelity import TOUCHING
+
+#: Nearest fireball's distance (map units; the first edge is where one touches the player,
+#: ``jepa_wm.fidelity.TOUCHING``): bin edges, and the bins' names.
+DIST_EDGES = (TOUCHING, 100.0, 200.0, 350.0)
 DIST_NAMES = ("touching (< 40)", "40-100", "100-200", "200-350", "350+")
 #: The player's health: full, or below (a hit taken).
 HEALTH_EDGES = (60.0, 100.0)
@@ -54,17 +56,14 @@ def per_step(run: Path, seed: int) -> dict[str, np.ndarray]:
     """Flat arrays over the held-out episodes' steps: M's hazard, the game's death (1 on a
     terminating step), the nearest fireball's distance (NaN: none in view), health."""
     from jepa_wm.controller import single_thread
-    from jepa_wm.fidelity import episode_batch, teacher_forced
+    from jepa_wm.fidelity import episode_batch, padded_rows, teacher_forced
 
     memory, latents, store, episodes = load(run)
     batch = episode_batch(memory, latents, store, episodes, seed)
     with single_thread():
         hazard = teacher_forced(memory, batch)["hazard"]
     valid = batch["valid"].numpy()
-    starts, lengths = store.episode_starts[episodes], store.episode_lengths[episodes]
-    T = valid.shape[1]
-    idx = (starts[:, None] + np.minimum(np.arange(T), lengths[:, None] - 1))[valid]
-    state = store.get("state", idx)
+    state = store.get("state", padded_rows(store, episodes)[0][valid])
     names = list(store.state_names)
     return {"hazard": hazard.numpy()[valid].astype(np.float64),
             "death": batch["done"].numpy()[valid].astype(np.float64),

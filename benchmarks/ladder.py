@@ -420,6 +420,11 @@ def write_results(runs: Path, out: Path, note: str) -> str:
              "episodes per action; — for runs that predate it: "
              "`benchmarks/results/hold_survival.md`); real: 50 episodes on the fixed "
              "evaluation seeds (`eval_seeds(seed, 50)`)"),
+             ("- M / game where a fireball touches: M's teacher-forced hazard per step on "
+              "the held-out steps where the nearest fireball is closer than "
+              "`jepa_wm.fidelity.TOUCHING` (the game's recorded state) over the game's deaths "
+              "per step there (`fidelity.json` `touching_ratio`; — for runs that predate it: "
+              "`benchmarks/hazard_states.py` reads it from a finished run)"),
              ("- hazard far from / at a death: M's teacher-forced hazard on the held-out "
               "episodes, per 1,000 steps, averaged over the steps 32 or more before an "
               "episode's end and over the last 2 steps before a death (`fidelity.json` "
@@ -445,17 +450,17 @@ def write_results(runs: Path, out: Path, note: str) -> str:
               f"{', ' + r['machine'] if r.get('machine') else ''} |" for r in rows]
     lines += ["", "## Dream fidelity and scores", "",
               ("| rung | seed | Σ p(done)/ep | Brier | hazard per 1k steps: far from / at a "
-              "death | survival dream / game (ratio) | "
+              "death | M / game where a fireball touches | survival dream / game (ratio) | "
               "open-loop MSE @10 / copy | @50 / copy | hold ratio | C dream | C real ± std | "
               "real 95% CI | C's real episodes: Σ p(done) / died | C's deaths per 1k steps: "
               "game / M's hazard there / dream |"),
-              "|---|---:|---:|---:|---|---|---|---|---:|---:|---:|---|---|---|"]
+              "|---|---:|---:|---:|---|---:|---|---|---|---:|---:|---:|---|---|---|"]
     for r in rows:
         f, res = r["fidelity"], r["results"]
         ci = "—" if not res.get("real_ci") else "[{:.0f}, {:.0f}]".format(*res["real_ci"])
         lines.append(
             f"| {r['rung']} | {r['seed']} | {_f(f.get('death_sum_per_episode'), 2)} | "
-            f"{_f(f.get('brier'), 5)} | {sharpness(f)} | "
+            f"{_f(f.get('brier'), 5)} | {sharpness(f)} | {_f(f.get('touching_ratio'), 2)} | "
             f"{_f(f.get('policy_survival_dream'), 0)} / "
             f"{_f(f.get('policy_survival_real'), 0)} ({_f(f.get('policy_survival_ratio'), 2)})"
             f" | {_f(f.get('open_loop_mse_10'), 3)} / {_f(f.get('copy_mse_10'), 3)} | "

@@ -11,6 +11,10 @@ never trained on (its validation split), before any CMA-ES is spent on it.
   against the same policy in the game. The controllers that fail run into a wall and stay
   there, a state random data rarely holds for long: a dream that rates a hold safer than
   the game (ratio > 1) is one CMA-ES can exploit.
+- ``touching``: where the game recorded it (VizDoom stores' ``fireball_dist``), M's
+  hazard on the steps a fireball touches the player (nearest one closer than
+  ``TOUCHING``), where most deaths happen, against the game's deaths there: a head
+  that sees the hit coming has a ratio near 1, a blurry one well below.
 - ``open_loop_error``: M rolled forward on the real actions from a teacher-forced state,
   its predicted mean z against the real z at horizons 1, 10, 50, 200, beside copying the
   last real z.
@@ -40,6 +44,9 @@ OPEN_LOOP_EVERY = 50
 #: Env seeds of the real hold-one-action episodes of run seed s: base + 10,000 s + i (apart
 #: from the evaluation's seeds, ``controller.evaluate.eval_seeds``).
 HOLD_SEED_BASE = 3_000_000
+#: A fireball closer than this (map units) touches the player: the nearest one is at 24-36
+#: on the step of a death in the h30 stores (`benchmarks/results/hazard_states.md`).
+TOUCHING = 40.0
 
 
 def mixture_mean(pred: MDNOutput) -> torch.Tensor:
@@ -50,15 +57,22 @@ def mixture_mean(pred: MDNOutput) -> torch.Tensor:
     return (pi * pred.mu).sum(-1)
 
 
+def padded_rows(store, episodes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The store's frame index of each step of ``episodes`` padded to the longest (a short
+    episode repeats its last frame) ``(E, T)``, and the episodes' lengths ``(E,)``."""
+    episodes = np.asarray(episodes, dtype=np.int64)
+    starts, lengths = store.episode_starts[episodes], store.episode_lengths[episodes]
+    T = int(lengths.max())
+    return starts[:, None] + np.minimum(np.arange(T), lengths[:, None] - 1), lengths
+
+
 def episode_batch(memory: MDNRNNModule, latents, store, episodes: Sequence[int],
                   seed: int = 0) -> dict[str, torch.Tensor]:
     """Held-out episodes padded to the longest: standardised ``z`` (sampled, as fed to M)
     and ``z_mean`` (the posterior mean) ``(E, T, D)``, action vectors ``a`` ``(E, T, A)``,
     ``done`` ``(E, T)`` (terminations), ``lengths`` ``(E,)``."""
-    episodes = np.asarray(episodes, dtype=np.int64)
-    starts, lengths = store.episode_starts[episodes], store.episode_lengths[episodes]
-    T = int(lengths.max())
-    idx = starts[:, None] + np.minimum(np.arange(T), lengths[:, None] - 1)
+    idx, lengths = padded_rows(store, episodes)
+    T = idx.shape[1]
     flat = idx.ravel()
     rng = np.random.default_rng(seed)
     z = torch.as_tensor(latents.sample(flat, rng)).reshape(*idx.shape, -1)
@@ -277,6 +291,25 @@ def open_loop_error(memory: MDNRNNModule, batch: dict, tf: dict | None = None,
     return out
 
 
+def touching(hazard: torch.Tensor, batch: dict, store, episodes: Sequence[int]) -> dict:
+    """M's hazard per step where a fireball touches the player (``TOUCHING``) against
+    the game's deaths per step there, and their ratio; empty for a store that records no
+    ``fireball_dist``."""
+    names = list(getattr(store, "state_names", None) or ())
+    if "fireball_dist" not in names:
+        return {}
+    valid = batch["valid"]
+    rows = padded_rows(store, episodes)[0][valid.numpy()]
+    dist = store.get("state", rows)[:, names.index("fireball_dist")]
+    near = torch.as_tensor(np.nan_to_num(dist, nan=np.inf) < TOUCHING)
+    if not near.any():
+        return {}
+    m = float(hazard[valid][near].double().mean())
+    game = float(batch["done"][valid][near].double().mean())
+    return {"touching_steps": float(near.double().mean()), "touching_hazard": m,
+            "touching_deaths": game, "touching_ratio": m / game if game > 0 else math.nan}
+
+
 def measure(memory: MDNRNNModule, dream: Dream, latents, store, episodes: Sequence[int],
             max_hold: int, dreams: int = 1024, seed: int = 0,
             hold_real: dict[int, np.ndarray] | None = None) -> dict:
@@ -288,6 +321,7 @@ def measure(memory: MDNRNNModule, dream: Dream, latents, store, episodes: Sequen
            "max_steps": dream.max_steps}
     tf = teacher_forced(memory, batch, keep_states_at=open_loop_starts(batch))  # one pass
     out.update(death_calibration(tf["hazard"], batch))
+    out.update(touching(tf["hazard"], batch, store, episodes))
     out.update(policy_survival(dream, store.episode_lengths[np.asarray(episodes)], max_hold,
                                dreams, seed))
     out.update(open_loop_error(memory, batch, tf))

@@ -161,6 +161,17 @@ def test_fidelity_stage_writes_the_figures_from_held_out_episodes(doom_store, tm
         figures["policy_survival_dream"] / real.mean())
     assert figures["death_sum_per_episode"] == pytest.approx(0.005 * real.mean(), rel=1e-3)
     assert figures["episodes"] == 2 and figures["deaths_per_episode"] == 1.0
+    # where a fireball touches the player (the store's recorded distance): this M's 0.005
+    # against the game's deaths on those steps
+    rows = np.concatenate([np.arange(store.episode_starts[e],
+                                     store.episode_starts[e] + store.episode_lengths[e])
+                           for e in (1, 3)])
+    dist = store.get("state", rows)[:, list(store.state_names).index("fireball_dist")]
+    near = np.nan_to_num(dist, nan=np.inf) < fidelity.TOUCHING
+    assert near.any()
+    assert figures["touching_steps"] == pytest.approx(near.mean())
+    assert figures["touching_hazard"] == pytest.approx(0.005, rel=1e-4)
+    assert figures["touching_deaths"] == pytest.approx(store.terminated(rows)[near].mean())
     assert "death sum" in run.stdout
     again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
                            timeout=600, check=False)

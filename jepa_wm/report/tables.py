@@ -80,7 +80,10 @@ FIDELITY_NOTE = ("Held-out episodes M never trained on: Σ p(done) per episode (
                  "hazard per step far from a death (32 or more steps before an episode's "
                  "end) and in the last 2 steps before one: a death head that places deaths "
                  "where they happen gives a small first figure and a large second (on the "
-                 "ladder no M whose ratio was below 80 has transferred). C's episodes: M's "
+                 "ladder no M whose ratio was below 80 has transferred). Where a fireball "
+                 "touches the player (VizDoom's recorded distance), M's hazard per step over "
+                 "the game's deaths per step there: near 1 when M sees the hit coming "
+                 "(the JEPAs' M's: 0.5-0.7). C's episodes: M's "
                  "hazard summed along the trained controller's real evaluation episodes "
                  "against the share that ended in a death (under it: M rates C's own states "
                  "safer than the game). C's deaths per step in the game, M's hazard per step "
@@ -100,6 +103,7 @@ FIDELITY_COLUMNS = [("variant", "variant", 0),
                     ("fidelity_hold_survival_ratio_max", "hold ratio", 2),
                     ("fidelity_hazard_early", "M's hazard/step far from a death", 5),
                     ("fidelity_hazard_last2", "at a death", 3),
+                    ("fidelity_touching_ratio", "M / game where a fireball touches", 2),
                     ("c_death_sum_per_episode", "C's episodes: Σ p(done)", 2),
                     ("c_deaths_per_episode", "deaths", 2),
                     ("c_death_rate_game", "C deaths/step: game", 5),
