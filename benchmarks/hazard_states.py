@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 from common import RESULTS, append_record, cpu_name, loadavg
 
-from jepa_wm.fidelity import TOUCHING
+from jepa_wm.envs.vizdoom import TOUCHING
 
 #: Nearest fireball's distance (map units; the first edge is where one touches the player,
-#: ``jepa_wm.fidelity.TOUCHING``): bin edges, and the bins' names.
+#: ``jepa_wm.envs.vizdoom.TOUCHING``): bin edges, and the bins' names.
 DIST_EDGES = (TOUCHING, 100.0, 200.0, 350.0)
 DIST_NAMES = ("touching (< 40)", "40-100", "100-200", "200-350", "350+")
 #: The player's health: full, or below (a hit taken).

@@ -366,7 +366,9 @@ def probe_table(rows: list[dict]) -> list[str]:
             ("Linear probes of each row's V (`jepa_wm/probes.py`): fitted on the store's "
              "training episodes, scored on the episodes V held out; R² for every target but "
              "`fireball_in_view` (accuracy, beside always guessing the majority class, "
-             "`fireball_in_view_base`). `probed`: where a row's probes come from a later "
+             "`fireball_in_view_base`) and `fireball_touching` (average precision: the "
+             "nearest fireball hitting the player now; chance is `fireball_touching_base`, "
+             "the share of such frames). `probed`: where a row's probes come from a later "
              "re-run of its V (the same config, trained again, so not the V its scores "
              "are of); empty where they are of the run's own V."), "",
             "| rung | seed | " + " | ".join(names) + " | probed |",
@@ -422,7 +424,7 @@ def write_results(runs: Path, out: Path, note: str) -> str:
              "evaluation seeds (`eval_seeds(seed, 50)`)"),
              ("- M / game where a fireball touches: M's teacher-forced hazard per step on "
               "the held-out steps where the nearest fireball is closer than "
-              "`jepa_wm.fidelity.TOUCHING` (the game's recorded state) over the game's deaths "
+              "`jepa_wm.envs.vizdoom.TOUCHING` (the game's recorded state) over the game's deaths "
               "per step there (`fidelity.json` `touching_ratio`; — for runs that predate it: "
               "`benchmarks/hazard_states.py` reads it from a finished run)"),
              ("- hazard far from / at a death: M's teacher-forced hazard on the held-out "

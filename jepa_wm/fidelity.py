@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from jepa_wm.dream import Dream, rollout
+from jepa_wm.envs.vizdoom import TOUCHING
 from jepa_wm.memory import MDNRNNModule
 from jepa_wm.nets.mdnrnn import MDNOutput
 
@@ -44,9 +45,6 @@ OPEN_LOOP_EVERY = 50
 #: Env seeds of the real hold-one-action episodes of run seed s: base + 10,000 s + i (apart
 #: from the evaluation's seeds, ``controller.evaluate.eval_seeds``).
 HOLD_SEED_BASE = 3_000_000
-#: A fireball closer than this (map units) touches the player: the nearest one is at 24-36
-#: on the step of a death in the h30 stores (`benchmarks/results/hazard_states.md`).
-TOUCHING = 40.0
 
 
 def mixture_mean(pred: MDNOutput) -> torch.Tensor:

@@ -10,7 +10,13 @@ training episodes and scored on held-out ones that V never trained on:
   screen x and distance only on frames with a fireball in view;
 - ``fireball_in_view`` (any fireball on screen): logistic regression, scored by accuracy,
   next to the accuracy of always guessing the training episodes' majority class
-  (``fireball_in_view_base``).
+  (``fireball_in_view_base``);
+- ``fireball_touching`` (the nearest fireball closer than ``jepa_wm.envs.vizdoom.TOUCHING``:
+  hitting the player now, 1-2% of frames and most of the deaths): logistic regression,
+  scored by its average precision on the held-out frames (1 is a perfect ranking; chance
+  is the share of such frames, ``fireball_touching_base``), since accuracy means nothing
+  for a class this rare and the ROC area is near 1 for every V (the easy negatives, frames
+  with no fireball near, swamp it).
 
 z is standardised with the training frames' statistics. The ridge strength is chosen
 among ``RIDGE`` on the last fifth of the training episodes (never on the held-out ones)
@@ -25,6 +31,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+
+from jepa_wm.envs.vizdoom import TOUCHING
 
 #: Ridge strengths tried (on standardised z, per training frame).
 RIDGE = (1e-4, 1e-2, 1.0)
@@ -85,6 +93,28 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-4,
     return w.detach().numpy(), float(b.detach())
 
 
+def average_precision(y: np.ndarray, score: np.ndarray) -> float:
+    """Average precision of ``score`` for the bool labels ``y``: the precision at each
+    positive, ranked by score, averaged over the positives (chance: the positive rate);
+    NaN without a positive."""
+    pos = int(y.sum())
+    if pos == 0:
+        return math.nan
+    hits = y[np.argsort(-score, kind="stable")].astype(np.float64)
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float((precision * hits).sum() / pos)
+
+
+def _classify(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray) -> dict:
+    """A logistic probe of the bool ``y`` fitted on the ``train`` rows; its held-out
+    scores, or why it was not fitted."""
+    if train.sum() <= x.shape[1] or test.sum() < 2 or not 0 < y[train].mean() < 1:
+        return {"skipped": "too few frames, or one class only"}
+    w, b = fit_logistic(x[train], y[train].astype(np.float64))
+    return {"logit": x[test] @ w + b, "frames_train": int(train.sum()),
+            "frames_test": int(test.sum())}
+
+
 def probe(z: np.ndarray, state: np.ndarray, names: Sequence[str], train: np.ndarray,
           inner: np.ndarray) -> dict[str, dict]:
     """Fit and score every probe.
@@ -125,18 +155,20 @@ def probe(z: np.ndarray, state: np.ndarray, names: Sequence[str], train: np.ndar
     if in_view is not None:
         rows = np.isfinite(state[:, names.index("fireballs")])
         tr, te = rows & train, rows & ~train
-        y = in_view.astype(np.float64)
-        if tr.sum() > x.shape[1] and te.sum() >= 2 and 0 < y[tr].mean() < 1:
-            w, b = fit_logistic(x[tr], y[tr])
-            majority = float(y[tr].mean() >= 0.5)
-            out["fireball_in_view"] = {
-                "metric": "accuracy",
-                "score": float(np.mean(((x[te] @ w + b) > 0) == (y[te] > 0.5))),
-                "base": float(np.mean(y[te] == majority)),
-                "frames_train": int(tr.sum()), "frames_test": int(te.sum())}
-        else:
-            out["fireball_in_view"] = {"metric": "accuracy",
-                                       "skipped": "too few frames, or one class only"}
+        fit = _classify(x, in_view, tr, te)
+        if "logit" in fit:
+            majority = float(in_view[tr].mean() >= 0.5)
+            fit.update(score=float(np.mean((fit.pop("logit") > 0) == in_view[te])),
+                       base=float(np.mean(in_view[te] == majority)))
+        out["fireball_in_view"] = {"metric": "accuracy", **fit}
+        if "fireball_dist" in names:
+            dist = state[:, names.index("fireball_dist")]
+            touching = in_view & (np.nan_to_num(dist, nan=np.inf) < TOUCHING)
+            fit = _classify(x, touching, tr, te)
+            if "logit" in fit:
+                fit.update(score=average_precision(touching[te], fit.pop("logit")),
+                           base=float(touching[te].mean()))
+            out["fireball_touching"] = {"metric": "average_precision", **fit}
     return out
 
 

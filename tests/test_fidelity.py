@@ -20,6 +20,7 @@ from jepa_wm import fidelity
 from jepa_wm.data import RolloutStore
 from jepa_wm.dream import Dream
 from jepa_wm.envs import ActionSpace
+from jepa_wm.envs.vizdoom import TOUCHING
 from jepa_wm.memory import MDNRNNModule, save_memory
 from tests.conftest import write_test_latents
 
@@ -167,7 +168,7 @@ def test_fidelity_stage_writes_the_figures_from_held_out_episodes(doom_store, tm
                                      store.episode_starts[e] + store.episode_lengths[e])
                            for e in (1, 3)])
     dist = store.get("state", rows)[:, list(store.state_names).index("fireball_dist")]
-    near = np.nan_to_num(dist, nan=np.inf) < fidelity.TOUCHING
+    near = np.nan_to_num(dist, nan=np.inf) < TOUCHING
     assert near.any()
     assert figures["touching_steps"] == pytest.approx(near.mean())
     assert figures["touching_hazard"] == pytest.approx(0.005, rel=1e-4)

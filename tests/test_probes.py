@@ -107,6 +107,34 @@ def test_probes_recover_a_linear_target_and_not_an_unrelated_one():
     assert flat["probe_player_y"] == out["player_y"]["score"] and np.isnan(flat["probe_health"])
 
 
+def test_the_touching_probe_ranks_hits_it_can_see_and_not_ones_it_cannot():
+    """``fireball_touching`` (nearest fireball closer than TOUCHING, a rare class) is scored
+    by average precision: near 1 when the distance is linear in z, near chance (the
+    share of touching frames) when z says nothing of it."""
+    from jepa_wm.envs.vizdoom import TOUCHING
+
+    # positives ranked 1st and 3rd: precision 1/1 and 2/3
+    assert probes.average_precision(np.array([True, False, True, False]),
+                                     np.array([0.9, 0.5, 0.3, 0.1])) == pytest.approx(5 / 6)
+    assert np.isnan(probes.average_precision(np.zeros(3, bool), np.arange(3.0)))
+    rng = np.random.default_rng(0)
+    n, d = 6000, 8
+    z = rng.standard_normal((n, d))
+    train = np.arange(n) < 4500
+    inner = (np.arange(n) >= 3600) & train
+    for dist, seen in ((200 + 60 * z[:, 1], True), (200 + 60 * rng.standard_normal(n), False)):
+        state = np.stack([np.ones(n), dist], axis=1)  # a fireball in view on every frame
+        out = probes.probe(z, state, ["fireballs", "fireball_dist"], train, inner)
+        touch = out["fireball_touching"]
+        assert touch["base"] == pytest.approx((dist[~train] < TOUCHING).mean())
+        assert 0.002 < touch["base"] < 0.02  # rare, as in the game
+        if seen:
+            assert touch["score"] > 0.8, touch
+        else:
+            assert touch["score"] < 5 * touch["base"], touch
+        assert probes.flat_scores(out)["probe_fireball_touching_base"] == touch["base"]
+
+
 def _probe_cli(latents: Path, out: Path, data: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "disabled"}
     return subprocess.run([sys.executable, "-m", "jepa_wm.cli", "probe", "--config",
@@ -135,7 +163,9 @@ def test_probe_stage_scores_held_out_episodes_through_the_cli(doom_store, tmp_pa
     t = result["targets"]
     assert t["player_y"]["frames_test"] == held
     assert t["fireball_screen_x"]["frames_test"] == in_view.sum()
-    assert set(result["scores"]) == {f"probe_{k}" for k in t} | {"probe_fireball_in_view_base"}
+    assert "base" in t["fireball_in_view"] and "fireball_touching" in t
+    assert set(result["scores"]) == {f"probe_{k}" for k in t} | {
+        f"probe_{k}_base" for k, p in t.items() if "base" in p}
     assert "probe: " in run.stdout and "R²" in run.stdout
     from jepa_wm import cli
 

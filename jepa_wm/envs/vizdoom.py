@@ -136,6 +136,9 @@ def reap_engines():
 STATE_NAMES = ("player_x", "player_y", "health", "fireballs", "fireball_screen_x",
                "fireball_dist")
 FIREBALL = "DoomImpBall"
+#: A fireball nearer than this (map units) is hitting the player: on the step of a death
+#: the nearest one is 24-36 away in the h30 stores (`benchmarks/results/hazard_states.md`).
+TOUCHING = 40.0
 
 
 class GameState(gym.Wrapper):

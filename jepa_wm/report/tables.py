@@ -123,7 +123,10 @@ PROBE_NOTE = ("What V's latent knows about the game: linear probes of z fitted o
               "R² for the player's position and health, the number of fireballs in view, "
               "and the nearest fireball's screen x and distance (frames with one in view); "
               "accuracy for `fireball_in_view`, next to always guessing the majority class "
-              "(`base`). `jepa_wm/probes.py` says how.")
+              "(`base`); average precision for `fireball_touching` (the nearest fireball "
+              "hitting the player now, 1-2% of frames and most deaths; chance is `base`, "
+              "the share of such frames). "
+              "`jepa_wm/probes.py` says how.")
 
 
 def probe_columns(rows: list[dict]) -> list[tuple[str, str, int]]:

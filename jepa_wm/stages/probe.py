@@ -1,6 +1,6 @@
 """``jepa-wm probe --config ... --latents DIR --out DIR [--data STORE]``: linear probes of
 what V's latents know about the game (``jepa_wm.probes``), fitted on the training episodes
-and scored on the episodes V held out. Writes ``probes.json`` (per target: R² or accuracy,
+and scored on the episodes V held out. Writes ``probes.json`` (per target: R², accuracy or average precision,
 frames, ridge strength) and logs ``probe_<target>`` to W&B.
 
 A VizDoom store collected before game state was recorded gets it first, once, by replaying
@@ -43,6 +43,8 @@ def summary_line(result: dict) -> str:
             parts.append(f"{name} skipped")
         elif p["metric"] == "accuracy":
             parts.append(f"{name} acc {p['score']:.3f} (majority {p['base']:.3f})")
+        elif p["metric"] == "average_precision":
+            parts.append(f"{name} AP {p['score']:.3f} (chance {p['base']:.3f})")
         else:
             parts.append(f"{name} R² {p['score']:.3f}")
     return ", ".join(parts)
