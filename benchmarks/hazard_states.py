@@ -29,7 +29,7 @@ from jepa_wm.envs.vizdoom import TOUCHING
 #: Nearest fireball's distance (map units; the first edge is where one touches the player,
 #: ``jepa_wm.envs.vizdoom.TOUCHING``): bin edges, and the bins' names.
 DIST_EDGES = (TOUCHING, 100.0, 200.0, 350.0)
-DIST_NAMES = ("touching (< 40)", "40-100", "100-200", "200-350", "350+")
+DIST_NAMES = (f"touching (< {TOUCHING:g})", f"{TOUCHING:g}-100", "100-200", "200-350", "350+")
 #: The player's health: full, or below (a hit taken).
 HEALTH_EDGES = (60.0, 100.0)
 HEALTH_NAMES = ("< 60", "60-99", "100")
