@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from common import RESULTS, append_record, cpu_name, loadavg
+from ladder import _f
 
 from jepa_wm.envs.vizdoom import TOUCHING
 
@@ -37,13 +38,12 @@ HEALTH_NAMES = ("< 60", "60-99", "100")
 
 def load(run: Path):
     """M (round 0's), its latents and store, and its held-out episodes."""
-    from jepa_wm.controller import load_memory_checked
-    from jepa_wm.data import RolloutStore
-    from jepa_wm.memory import latents_store_path, load_latents
+    from jsonargparse import Namespace
 
-    latents = load_latents(run / "latents")
-    memory = load_memory_checked(run / "memory" / "final.ckpt", latents=latents)
-    store = RolloutStore(latents_store_path(latents, None))
+    from jepa_wm.stages.train_controller import load_parts
+
+    memory, _, latents, store = load_parts(Namespace(
+        latents=run / "latents", memory=run / "memory" / "final.ckpt", vision=None, data=None))
     episodes = memory.extra.get("val_episodes")
     if not episodes:
         raise SystemExit(f"hazard_states: {run}: its M has no held-out episodes")
@@ -56,14 +56,14 @@ def per_step(run: Path, seed: int) -> dict[str, np.ndarray]:
     """Flat arrays over the held-out episodes' steps: M's hazard, the game's death (1 on a
     terminating step), the nearest fireball's distance (NaN: none in view), health."""
     from jepa_wm.controller import single_thread
-    from jepa_wm.fidelity import episode_batch, padded_rows, teacher_forced
+    from jepa_wm.fidelity import episode_batch, teacher_forced
 
     memory, latents, store, episodes = load(run)
     batch = episode_batch(memory, latents, store, episodes, seed)
     with single_thread():
         hazard = teacher_forced(memory, batch)["hazard"]
     valid = batch["valid"].numpy()
-    state = store.get("state", padded_rows(store, episodes)[0][valid])
+    state = store.get("state", batch["rows"].numpy()[valid])
     names = list(store.state_names)
     return {"hazard": hazard.numpy()[valid].astype(np.float64),
             "death": batch["done"].numpy()[valid].astype(np.float64),
@@ -99,10 +99,6 @@ def rows(steps: dict[str, np.ndarray]) -> list[dict]:
                     "death_share": steps["death"][sel].sum() / deaths if deaths else math.nan,
                     "mass_share": steps["hazard"][sel].sum() / mass if mass else math.nan})
     return out
-
-
-def _f(x: float, digits: int) -> str:
-    return "—" if not math.isfinite(x) else f"{x:.{digits}f}"
 
 
 def table(name: str, steps: dict, rs: list[dict]) -> str:

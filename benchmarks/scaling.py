@@ -26,6 +26,8 @@ from pathlib import Path
 import yaml
 from ladder import RESULTS, _f, merged_rows, paired_table, sharpness
 
+from jepa_wm.report.stats import _mean
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -71,11 +73,6 @@ def points(rows: list[dict], budgets: dict[str, int], variants: list[str] | None
             rs = sorted(by_point.get((variant, episodes), []), key=lambda r: r["seed"])
             out.append(summarise(variant, episodes, rs))
     return out
-
-
-def _mean(xs: list) -> float:
-    xs = [x for x in xs if x is not None and math.isfinite(x)]
-    return sum(xs) / len(xs) if xs else math.nan
 
 
 def summarise(variant: str, episodes: int, rs: list[dict]) -> dict:

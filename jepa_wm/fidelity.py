@@ -55,22 +55,16 @@ def mixture_mean(pred: MDNOutput) -> torch.Tensor:
     return (pi * pred.mu).sum(-1)
 
 
-def padded_rows(store, episodes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """The store's frame index of each step of ``episodes`` padded to the longest (a short
-    episode repeats its last frame) ``(E, T)``, and the episodes' lengths ``(E,)``."""
-    episodes = np.asarray(episodes, dtype=np.int64)
-    starts, lengths = store.episode_starts[episodes], store.episode_lengths[episodes]
-    T = int(lengths.max())
-    return starts[:, None] + np.minimum(np.arange(T), lengths[:, None] - 1), lengths
-
-
 def episode_batch(memory: MDNRNNModule, latents, store, episodes: Sequence[int],
                   seed: int = 0) -> dict[str, torch.Tensor]:
     """Held-out episodes padded to the longest: standardised ``z`` (sampled, as fed to M)
     and ``z_mean`` (the posterior mean) ``(E, T, D)``, action vectors ``a`` ``(E, T, A)``,
-    ``done`` ``(E, T)`` (terminations), ``lengths`` ``(E,)``."""
-    idx, lengths = padded_rows(store, episodes)
-    T = idx.shape[1]
+    ``done`` ``(E, T)`` (terminations), ``lengths`` ``(E,)``, and ``rows`` ``(E, T)``: the
+    store's frame index of each step (a short episode repeats its last frame)."""
+    episodes = np.asarray(episodes, dtype=np.int64)
+    starts, lengths = store.episode_starts[episodes], store.episode_lengths[episodes]
+    T = int(lengths.max())
+    idx = starts[:, None] + np.minimum(np.arange(T), lengths[:, None] - 1)
     flat = idx.ravel()
     rng = np.random.default_rng(seed)
     z = torch.as_tensor(latents.sample(flat, rng)).reshape(*idx.shape, -1)
@@ -80,7 +74,8 @@ def episode_batch(memory: MDNRNNModule, latents, store, episodes: Sequence[int],
     valid = torch.as_tensor(np.arange(T)[None] < lengths[:, None])
     return {"z": memory.standardise(z), "z_mean": memory.standardise(z_mean),
             "a": a.reshape(*idx.shape, -1), "done": done * valid,
-            "lengths": torch.as_tensor(lengths), "valid": valid}
+            "lengths": torch.as_tensor(lengths), "valid": valid,
+            "rows": torch.as_tensor(idx)}
 
 
 @torch.no_grad()
@@ -289,7 +284,7 @@ def open_loop_error(memory: MDNRNNModule, batch: dict, tf: dict | None = None,
     return out
 
 
-def touching(hazard: torch.Tensor, batch: dict, store, episodes: Sequence[int]) -> dict:
+def touching(hazard: torch.Tensor, batch: dict, store) -> dict:
     """M's hazard per step where a fireball touches the player (``TOUCHING``) against
     the game's deaths per step there, and their ratio; empty for a store that records no
     ``fireball_dist``."""
@@ -297,8 +292,7 @@ def touching(hazard: torch.Tensor, batch: dict, store, episodes: Sequence[int]) 
     if "fireball_dist" not in names:
         return {}
     valid = batch["valid"]
-    rows = padded_rows(store, episodes)[0][valid.numpy()]
-    dist = store.get("state", rows)[:, names.index("fireball_dist")]
+    dist = store.get("state", batch["rows"][valid].numpy())[:, names.index("fireball_dist")]
     near = torch.as_tensor(np.nan_to_num(dist, nan=np.inf) < TOUCHING)
     if not near.any():
         return {}
@@ -319,7 +313,7 @@ def measure(memory: MDNRNNModule, dream: Dream, latents, store, episodes: Sequen
            "max_steps": dream.max_steps}
     tf = teacher_forced(memory, batch, keep_states_at=open_loop_starts(batch))  # one pass
     out.update(death_calibration(tf["hazard"], batch))
-    out.update(touching(tf["hazard"], batch, store, episodes))
+    out.update(touching(tf["hazard"], batch, store))
     out.update(policy_survival(dream, store.episode_lengths[np.asarray(episodes)], max_hold,
                                dreams, seed))
     out.update(open_loop_error(memory, batch, tf))
