@@ -36,6 +36,7 @@ from jsonargparse import Namespace
 from jepa_wm.config import MAX_HOLD, data_hash
 from jepa_wm.contract import STAGE, run_paths
 from jepa_wm.contract import STAGE_ORDER as STAGES
+from jepa_wm.io import atomic_path, read_json
 from jepa_wm.pipeline import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -253,7 +254,9 @@ def merged_rows(runs: Path, record: Path, write: bool = True) -> list[dict]:
     ``record`` (JSON beside the results file), so a rung measured in an earlier session, whose
     run folder is gone, keeps its row. A row of the same rung, variant and seed is replaced by
     the run folder's; the merged rows are written back."""
-    rows = {(r["rung"], r["variant"], r["seed"]): r for r in _read(record) or []}
+    # strict: a record that does not parse is an error, never read as empty and overwritten
+    rows = {(r["rung"], r["variant"], r["seed"]): r
+            for r in (read_json(record) if record.exists() else [])}
     for r in rows.values():  # recorded on a day before revision 2's: the old M. A row of
         # that day itself keeps the tag its run folder gave it (``recorded`` is only a date)
         if (r.get("recorded") or "") < M_REVISION_2.strftime("%Y-%m-%d") and \
@@ -272,8 +275,9 @@ def merged_rows(runs: Path, record: Path, write: bool = True) -> list[dict]:
             r["machine"] = old.get("machine") or r["machine"]  # machine that made it)
         rows[(r["rung"], r["variant"], r["seed"])] = r
     merged = [rows[k] for k in sorted(rows)]
-    if write:
-        record.write_text(json.dumps(merged, indent=1, default=str) + "\n")
+    if write:  # atomically: two ladders run side by side read each other's record
+        with atomic_path(record) as tmp:
+            tmp.write_text(json.dumps(merged, indent=1, default=str) + "\n")
     return merged
 
 
@@ -505,7 +509,8 @@ def write_results(runs: Path, out: Path, note: str) -> str:
         lines.append(f"| {r['rung']} | {r['seed']} | " + " | ".join(_f(s, 0) for s in secs)
                      + f" | {r['cmaes_s']:.0f} | {total:.1f} |")
     text = "\n".join(lines) + "\n"
-    out.write_text(text)
+    with atomic_path(out) as tmp:
+        tmp.write_text(text)
     return text
 
 

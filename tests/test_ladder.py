@@ -168,6 +168,25 @@ def test_a_row_whose_folder_is_gone_keeps_its_budget_on_the_day_m_changed(tmp_pa
     assert json.loads(record.read_text()) == rows
 
 
+def test_a_record_that_does_not_parse_is_refused_and_left_as_it_was(tmp_path):
+    """Two ladders run side by side merge into one record: one that reads a half-written or
+    damaged record must stop, never take it for an empty one and write its own rows over
+    the rows of earlier sessions."""
+    import pytest
+
+    from jepa_wm.io import UserError
+
+    ladder = _ladder()
+    record = tmp_path / "ladder.json"
+    damaged = '[{"rung": "ladder_x", "variant": "vae", "seed": 0, "bud'
+    record.write_text(damaged)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(UserError, match="ladder.json: not valid JSON"):
+        ladder.merged_rows(tmp_path / "runs", record)
+    assert record.read_text() == damaged
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ladder.json", "runs"]
+
+
 def test_a_partial_rerun_keeps_the_finished_row_and_adds_what_v_knows(tmp_path):
     """A rung re-run up to its probes (say on a new machine) leaves the recorded scores in
     place and adds its V's probe scores to that row and to the report's probe table."""
