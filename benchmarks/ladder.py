@@ -403,6 +403,15 @@ def option_summary(rows: list[dict]) -> list[str]:
         ("rung", "other", "rung", "other"))
 
 
+def touching(f: dict) -> str:
+    """M / game where a fireball touches, with the share of M's hazard there against the
+    share of the game's deaths there when the run recorded them."""
+    ratio = _f(f.get("touching_ratio"), 2)
+    if f.get("touching_share") is None:
+        return ratio
+    return f"{ratio} ({_f(f['touching_share'], 2)} / {_f(f.get('touching_death_share'), 2)})"
+
+
 def sharpness(f: dict) -> str:
     """M's hazard per 1,000 steps far from a death / in a death's last 2 steps (ratio)."""
     far, last = f.get("hazard_early"), f.get("hazard_last2")
@@ -429,8 +438,12 @@ def write_results(runs: Path, out: Path, note: str) -> str:
              ("- M / game where a fireball touches: M's teacher-forced hazard per step on "
               "the held-out steps where the nearest fireball is closer than "
               "`jepa_wm.envs.vizdoom.TOUCHING` (the game's recorded state) over the game's deaths "
-              "per step there (`fidelity.json` `touching_ratio`; — for runs that predate it: "
-              "`benchmarks/hazard_states.py` reads it from a finished run)"),
+              "per step there (`fidelity.json` `touching_ratio`), and in brackets the share "
+              "of M's whole held-out hazard on those steps against the share of the game's "
+              "deaths there (`touching_share`, `touching_death_share`: a blurry head spreads "
+              "its hazard onto steps where nothing hits, whatever its calibration); — for "
+              "runs that predate them: `benchmarks/hazard_states.py` reads both from a "
+              "finished run"),
              ("- hazard far from / at a death: M's teacher-forced hazard on the held-out "
               "episodes, per 1,000 steps, averaged over the steps 32 or more before an "
               "episode's end and over the last 2 steps before a death (`fidelity.json` "
@@ -466,7 +479,7 @@ def write_results(runs: Path, out: Path, note: str) -> str:
         ci = "—" if not res.get("real_ci") else "[{:.0f}, {:.0f}]".format(*res["real_ci"])
         lines.append(
             f"| {r['rung']} | {r['seed']} | {_f(f.get('death_sum_per_episode'), 2)} | "
-            f"{_f(f.get('brier'), 5)} | {sharpness(f)} | {_f(f.get('touching_ratio'), 2)} | "
+            f"{_f(f.get('brier'), 5)} | {sharpness(f)} | {touching(f)} | "
             f"{_f(f.get('policy_survival_dream'), 0)} / "
             f"{_f(f.get('policy_survival_real'), 0)} ({_f(f.get('policy_survival_ratio'), 2)})"
             f" | {_f(f.get('open_loop_mse_10'), 3)} / {_f(f.get('copy_mse_10'), 3)} | "

@@ -14,7 +14,9 @@ never trained on (its validation split), before any CMA-ES is spent on it.
 - ``touching``: where the game recorded it (VizDoom stores' ``fireball_dist``), M's
   hazard on the steps a fireball touches the player (nearest one closer than
   ``TOUCHING``), where most deaths happen, against the game's deaths there: a head
-  that sees the hit coming has a ratio near 1, a blurry one well below.
+  that sees the hit coming has a ratio near 1, a blurry one well below; and the share
+  of M's whole hazard on those steps against the share of the game's deaths there, which
+  does not move with the head's overall calibration.
 - ``open_loop_error``: M rolled forward on the real actions from a teacher-forced state,
   its predicted mean z against the real z at horizons 1, 10, 50, 200, beside copying the
   last real z.
@@ -286,8 +288,10 @@ def open_loop_error(memory: MDNRNNModule, batch: dict, tf: dict | None = None,
 
 def touching(hazard: torch.Tensor, batch: dict, store) -> dict:
     """M's hazard per step where a fireball touches the player (``TOUCHING``) against
-    the game's deaths per step there, and their ratio; empty for a store that records no
-    ``fireball_dist``."""
+    the game's deaths per step there, and their ratio; and the share of M's whole hazard
+    that falls on those steps against the share of the game's deaths there (a blurry head
+    spreads its deaths onto steps where nothing hits, whatever its overall calibration).
+    Empty for a store that records no ``fireball_dist``."""
     names = list(getattr(store, "state_names", None) or ())
     if "fireball_dist" not in names:
         return {}
@@ -296,10 +300,13 @@ def touching(hazard: torch.Tensor, batch: dict, store) -> dict:
     near = torch.as_tensor(np.nan_to_num(dist, nan=np.inf) < TOUCHING)
     if not near.any():
         return {}
-    m = float(hazard[valid][near].double().mean())
-    game = float(batch["done"][valid][near].double().mean())
+    h, done = hazard[valid].double(), batch["done"][valid].double()
+    m, game = float(h[near].mean()), float(done[near].mean())
     return {"touching_steps": float(near.double().mean()), "touching_hazard": m,
-            "touching_deaths": game, "touching_ratio": m / game if game > 0 else math.nan}
+            "touching_deaths": game, "touching_ratio": m / game if game > 0 else math.nan,
+            "touching_share": float(h[near].sum() / h.sum()),
+            "touching_death_share": float(done[near].sum() / done.sum())
+            if done.sum() > 0 else math.nan}
 
 
 def measure(memory: MDNRNNModule, dream: Dream, latents, store, episodes: Sequence[int],

@@ -173,6 +173,10 @@ def test_fidelity_stage_writes_the_figures_from_held_out_episodes(doom_store, tm
     assert figures["touching_steps"] == pytest.approx(near.mean())
     assert figures["touching_hazard"] == pytest.approx(0.005, rel=1e-4)
     assert figures["touching_deaths"] == pytest.approx(store.terminated(rows)[near].mean())
+    # a hazard the same everywhere puts the touching steps' share of the steps on them
+    assert figures["touching_share"] == pytest.approx(near.mean(), rel=1e-4)
+    dead = store.terminated(rows)
+    assert figures["touching_death_share"] == pytest.approx(dead[near].sum() / dead.sum())
     assert "death sum" in run.stdout
     again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
                            timeout=600, check=False)

@@ -206,7 +206,9 @@ def test_a_partial_rerun_keeps_the_finished_row_and_adds_what_v_knows(tmp_path):
     save_config(cfg, paths)
     finished = {"rung": cfg.experiment, "variant": "vae", "seed": 0, "budget": "M 512",
                 "recorded": "2026-12-04", "wall": {}, "cmaes_s": 0.0,
-                "fidelity": {"hazard_early": 0.00105, "hazard_last2": 0.22},
+                "fidelity": {"hazard_early": 0.00105, "hazard_last2": 0.22,
+                             "touching_ratio": 0.687, "touching_share": 0.71,
+                             "touching_death_share": 0.78},
                 "results": {"real_mean": 726.3, "real_scores": [700.0, 752.6]}}
     out = tmp_path / "ladder.md"
     out.with_suffix(".json").write_text(json.dumps([finished]))
@@ -218,6 +220,7 @@ def test_a_partial_rerun_keeps_the_finished_row_and_adds_what_v_knows(tmp_path):
     assert f"| {cfg.experiment} | 0 | 0.625 | {row['probed']} |" in text
     assert "| 726.3 ± —" in text
     assert "| 1.05 / 220 (210x) |" in text  # M's hazard far from / at a death
+    assert "| 0.69 (0.71 / 0.78) |" in text  # touching: M / game (M's share / deaths')
 
 
 def test_a_row_at_a_compute_budget_names_it_and_the_steps_v_trained(tmp_path):

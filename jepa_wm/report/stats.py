@@ -20,7 +20,8 @@ from jepa_wm.report.runs import STAGES, SeedRun, pick, wall_times
 FIDELITY_KEYS = ("death_sum_per_episode", "brier", "policy_survival_dream",
                  "policy_survival_real", "policy_survival_ratio", "open_loop_mse_10",
                  "copy_mse_10", "open_loop_mse_50", "copy_mse_50", "hold_survival_ratio_max",
-                 "hazard_early", "hazard_last2", "touching_ratio")
+                 "hazard_early", "hazard_last2", "touching_ratio", "touching_share",
+                 "touching_death_share")
 #: results.json figures of M's death head on C's own real episodes (``evaluate``).
 C_FIDELITY_KEYS = ("c_death_sum_per_episode", "c_deaths_per_episode", "c_death_rate_game",
                    "c_hazard_rate_game", "c_death_rate_dream")
