@@ -357,6 +357,77 @@ def variant_summary(rows: list[dict]) -> list[str]:
         ("rung", "V", "V", "VAE"))
 
 
+WHY = (  # the figures that say where a V's dream differs, each from a row: its name, how
+    ("sharpness", lambda r: _ratio(r["fidelity"].get("hazard_last2"),  # it reads a row
+                                   r["fidelity"].get("hazard_early")), 0),
+    ("Σ p(done)/ep", lambda r: r["fidelity"].get("death_sum_per_episode"), 2),
+    ("data policy dream / game", lambda r: r["fidelity"].get("policy_survival_ratio"), 2),
+    ("hold ratio", lambda r: r["fidelity"].get("hold_survival_ratio_max"), 2),
+    ("hazard share where a fireball touches",
+     lambda r: r["fidelity"].get("touching_share"), 2),
+    ("C dream / real", lambda r: _ratio(r["results"].get("dream_mean"),
+                                        r["results"].get("real_mean")), 2),
+    ("C's deaths in the game / M's hazard there",
+     lambda r: _ratio(r["results"].get("c_death_rate_game"),
+                      r["results"].get("c_hazard_rate_game")), 2),
+    ("z's fireball screen x R²", lambda r: r["probes"].get("probe_fireball_screen_x"), 2),
+    ("z's fireball touching AP", lambda r: r["probes"].get("probe_fireball_touching"), 2),
+)
+
+
+def _ratio(a, b):
+    return None if a is None or b is None or not b or not math.isfinite(a / b) else a / b
+
+
+def why_table(rows: list[dict]) -> list[str]:
+    """Beside ``variant_summary``: for each V run on a rung and the VAE on the same rung and
+    seeds, the mean of each ``WHY`` figure over the paired seeds, V / VAE. A probe of a row
+    that links its V from another rung is that rung's row's (the same V); a figure a seed's
+    row lacks is left out of that arm's mean, and the count says how many seeds it has."""
+    by_key = {(r["rung"], r["seed"]): r for r in rows}
+    for r in rows:  # a row that links its V: that V's probes, from the row that trained it
+        base = by_key.get((r.get("base"), r["seed"]))
+        if not r.get("probes") and base is not None and base.get("probes"):
+            by_key[(r["rung"], r["seed"])] = {**r, "probes": base["probes"]}
+    scored = [r for r in by_key.values() if r["results"].get("real_mean") is not None]
+    vae = {(r["rung"], r["seed"]): r for r in scored if r["variant"] == "vae"}
+    pairs: dict[tuple[str, str], list[tuple[dict, dict]]] = {}
+    for r in scored:
+        rung = r["rung"].removesuffix(f" [{r['variant']}]")
+        if r["variant"] != "vae" and (rung, r["seed"]) in vae:
+            pairs.setdefault((rung, r["variant"]), []).append((r, vae[(rung, r["seed"])]))
+    if not pairs:
+        return []
+
+    def mean(arm: list[dict], read, digits: int) -> str:
+        values = [v for v in (read({"probes": {}, **r}) for r in arm) if v is not None]
+        if not values:
+            return "—"
+        text = f"{sum(values) / len(values):.{digits}f}"
+        return text if len(values) == len(arm) else f"{text} ({len(values)} of {len(arm)})"
+
+    lines = ["## Where the V differs from the VAE", "",
+             ("The pairs of the table above, figure by figure: the mean over the paired seeds "
+              "of the V's rows / the VAE's. Sharpness: M's hazard in a death's last 2 steps "
+              "over its hazard 32+ steps before an episode's end; the data policy's and a "
+              "held action's dream / game survival (1 is a faithful dream); the share of M's "
+              "hazard on the steps where a fireball touches the player; C's dream / real "
+              "score; C's deaths per step in the game over M's hazard on those steps (above "
+              "1: M underrates C's real states); what linear probes of z find on held-out frames: "
+              "the nearest fireball's screen x (R²) and whether one touches the player "
+              "(average precision), of the rung whose V a row links. \"(n of N)\": a figure "
+              "only n of the seeds' rows have."), "",
+             "| rung | V | seeds | " + " | ".join(name for name, _, _ in WHY) + " |",
+             "|---|---|---|" + "---|" * len(WHY)]
+    for (rung, variant), ps in sorted(pairs.items()):
+        ps.sort(key=lambda p: p[0]["seed"])
+        ours, theirs = [p[0] for p in ps], [p[1] for p in ps]
+        lines.append(f"| {rung} | {variant} | {', '.join(str(r['seed']) for r in ours)} | "
+                     + " | ".join(f"{mean(ours, read, d)} / {mean(theirs, read, d)}"
+                                  for _, read, d in WHY) + " |")
+    return [*lines, ""]
+
+
 def probe_table(rows: list[dict]) -> list[str]:
     """What each row's V knows (issue 13): its held-out probe scores, one column per target
     any row has: the rows that trained their own V (a rung that links another's V has the
@@ -462,7 +533,8 @@ def write_results(runs: Path, out: Path, note: str) -> str:
               "dream's trajectories reaching safer states than the game's"),
              ("- baselines on seed 0's evaluation seeds: `benchmarks/results/baselines_seeds0.md` "
               "(each seed has its own 50 evaluation seeds)"),
-             "", *seed_summary(rows), *variant_summary(rows), *option_summary(rows),
+             "", *seed_summary(rows), *variant_summary(rows), *why_table(rows),
+             *option_summary(rows),
              "## Budgets", "",
              "| rung | seed | budget | measured |", "|---|---:|---|---|"]
     lines += [f"| {r['rung']} | {r['seed']} | {r['budget']} | {r.get('recorded', '—')}"

@@ -290,3 +290,33 @@ def test_the_scaling_curve_is_read_from_the_ladders_rows(tmp_path):
     assert one.returncode != 0
     assert one.stderr.strip().splitlines()[-1] == (
         "scaling: rungs: give rungs at two data budgets or more (got episodes [1000])")
+
+
+def test_the_why_table_sets_each_figure_of_a_v_beside_the_vaes_on_the_same_seeds():
+    """Beside the verdict: each figure's mean over the paired seeds, V / VAE; a row that
+    links its V takes that V's probes from the row that trained it; a figure only some seeds
+    have says how many."""
+    ladder = _ladder()
+
+    def row(rung, variant, seed, real, hazard_last2, touching=None, probes=None, base=None):
+        return {"rung": rung + ("" if variant == "vae" else f" [{variant}]"),
+                "variant": variant, "seed": seed, "base": base, "probes": probes or {},
+                "fidelity": {"hazard_early": 0.001, "hazard_last2": hazard_last2,
+                             "touching_share": touching},
+                "results": {"real_mean": real, "dream_mean": 2 * real}}
+
+    rows = [row("h30", "vae", 0, 800.0, 0.2, 0.7), row("h30", "vae", 1, 700.0, 0.1),
+            row("trained", "jepa_ema", 0, 0.0, 0.0, probes={"probe_fireball_touching": 0.6}),
+            row("h30", "jepa_ema", 0, 200.0, 0.05, 0.4, base="trained [jepa_ema]"),
+            row("h30", "jepa_ema", 1, 300.0, 0.07, 0.5),
+            row("other", "jepa_ema", 0, 100.0, 0.01)]
+    lines = ladder.why_table(rows)
+    header = next(line for line in lines if line.startswith("| rung |"))
+    names = [c.strip() for c in header.strip("|").split("|")]
+    cells = dict(zip(names, _only_row(lines, "h30", left_out="other")))
+    assert cells["seeds"] == "0, 1" and cells["V"] == "jepa_ema"
+    assert cells["sharpness"] == "60 / 150"
+    assert cells["hazard share where a fireball touches"] == "0.45 / 0.70 (1 of 2)"
+    assert cells["C dream / real"] == "2.00 / 2.00"
+    assert cells["z's fireball touching AP"] == "0.60 (1 of 2) / —"
+    assert ladder.why_table([row("h30", "vae", 0, 800.0, 0.2)]) == []
