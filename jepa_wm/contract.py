@@ -82,7 +82,9 @@ PIPELINE: tuple[Stage, ...] = (
           "latents", {"vision": _V, "data": _STORE}),
     Stage("probe", "Fit linear probes of what V's latents know about the game state "
           "(held-out R², accuracy).", "probe", {"latents": _Z, "data": _STORE},
-          keys=("vision_train.val_fraction", "seed")),
+          keys=("vision_train.val_fraction", "seed"),
+          revision=2),  # 2: death_next (finished probes are redone: seconds, nothing after
+    # them reads them)
     Stage("train-memory", "Train the MDN-RNN M on a latent set.",
           "memory", {"latents": _Z, "data": _STORE},
           keys=("memory_model", "memory_train", "seed"),

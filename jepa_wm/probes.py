@@ -16,7 +16,11 @@ training episodes and scored on held-out ones that V never trained on:
   scored by its average precision on the held-out frames (1 is a perfect ranking; chance
   is the share of such frames, ``fireball_touching_base``), since accuracy means nothing
   for a class this rare and the ROC area is near 1 for every V (the easy negatives, frames
-  with no fireball near, swamp it).
+  with no fireball near, swamp it);
+- ``death_next`` (the step taken from this frame ends the episode in a death: the store's
+  ``terminated`` flag, one frame per lost episode): logistic regression on z alone, scored
+  by average precision like ``fireball_touching`` (chance ``death_next_base``). It asks
+  for what M's death head needs most, that a hit is happening now, from the frame only.
 
 z is standardised with the training frames' statistics. The ridge strength is chosen
 among ``RIDGE`` on the last fifth of the training episodes (never on the held-out ones)
@@ -115,8 +119,16 @@ def _classify(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray)
             "frames_test": int(test.sum())}
 
 
+def _rare(x: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray) -> dict:
+    """A logistic probe of a rare bool class, scored by held-out average precision."""
+    fit = _classify(x, y, train, test)
+    if "logit" in fit:
+        fit.update(score=average_precision(y[test], fit.pop("logit")), base=float(y[test].mean()))
+    return {"metric": "average_precision", **fit}
+
+
 def probe(z: np.ndarray, state: np.ndarray, names: Sequence[str], train: np.ndarray,
-          inner: np.ndarray) -> dict[str, dict]:
+          inner: np.ndarray, terminated: np.ndarray | None = None) -> dict[str, dict]:
     """Fit and score every probe.
 
     Args:
@@ -125,6 +137,8 @@ def probe(z: np.ndarray, state: np.ndarray, names: Sequence[str], train: np.ndar
         train: ``(N,)`` bool, the frames of training episodes (the rest are held out).
         inner: ``(N,)`` bool, training frames used to choose the ridge strength (the
             last training episodes).
+        terminated: ``(N,)`` bool, the frames whose step ended the episode in a death
+            (the store's flag), for ``death_next``; None leaves that probe out.
 
     Returns: target -> ``{"metric": "r2" | "accuracy", "score", "frames_train",
     "frames_test", ...}`` (``"skipped"`` with the reason for a target that cannot be
@@ -164,11 +178,9 @@ def probe(z: np.ndarray, state: np.ndarray, names: Sequence[str], train: np.ndar
         if "fireball_dist" in names:
             dist = state[:, names.index("fireball_dist")]
             touching = in_view & (np.nan_to_num(dist, nan=np.inf) < TOUCHING)
-            fit = _classify(x, touching, tr, te)
-            if "logit" in fit:
-                fit.update(score=average_precision(touching[te], fit.pop("logit")),
-                           base=float(touching[te].mean()))
-            out["fireball_touching"] = {"metric": "average_precision", **fit}
+            out["fireball_touching"] = _rare(x, touching, tr, te)
+    if terminated is not None:
+        out["death_next"] = _rare(x, np.asarray(terminated, bool), train, ~train)
     return out
 
 

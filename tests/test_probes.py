@@ -135,6 +135,30 @@ def test_the_touching_probe_ranks_hits_it_can_see_and_not_ones_it_cannot():
         assert probes.flat_scores(out)["probe_fireball_touching_base"] == touch["base"]
 
 
+def test_the_death_probe_ranks_the_steps_that_end_in_a_death_when_z_shows_them():
+    """``death_next`` (the store's terminated flag, one frame per lost episode) is scored
+    by average precision on the held-out frames: high when a direction of z marks the
+    last frame, near chance when none does; left out without ``terminated``."""
+    rng = np.random.default_rng(1)
+    n, d = 8000, 8
+    z = rng.standard_normal((n, d))
+    last = np.zeros(n, bool)
+    last[rng.choice(n, 40, replace=False)] = True  # 0.5% of the frames, as in the game
+    train = np.arange(n) < 6000
+    inner = (np.arange(n) >= 4800) & train
+    state = np.ones((n, 1))
+    for shows, lo, hi in ((True, 0.8, 1.0), (False, 0.0, 0.05)):
+        zz = z.copy()
+        if shows:
+            zz[last, 2] += 4.0
+        out = probes.probe(zz, state, ["player_y"], train, inner, terminated=last)
+        death = out["death_next"]
+        assert death["metric"] == "average_precision"
+        assert death["base"] == pytest.approx(last[~train].mean())
+        assert lo < death["score"] < hi, death
+    assert "death_next" not in probes.probe(z, state, ["player_y"], train, inner)
+
+
 def _probe_cli(latents: Path, out: Path, data: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "disabled"}
     return subprocess.run([sys.executable, "-m", "jepa_wm.cli", "probe", "--config",
@@ -164,6 +188,8 @@ def test_probe_stage_scores_held_out_episodes_through_the_cli(doom_store, tmp_pa
     assert t["player_y"]["frames_test"] == held
     assert t["fireball_screen_x"]["frames_test"] == in_view.sum()
     assert "base" in t["fireball_in_view"] and "fireball_touching" in t
+    assert t["death_next"]["metric"] == "average_precision"  # scored, or why it was not
+    assert "score" in t["death_next"] or "skipped" in t["death_next"]
     assert set(result["scores"]) == {f"probe_{k}" for k in t} | {
         f"probe_{k}_base" for k, p in t.items() if "base" in p}
     assert "probe: " in run.stdout and "R²" in run.stdout

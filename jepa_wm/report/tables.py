@@ -127,7 +127,8 @@ PROBE_NOTE = ("What V's latent knows about the game: linear probes of z fitted o
               "accuracy for `fireball_in_view`, next to always guessing the majority class "
               "(`base`); average precision for `fireball_touching` (the nearest fireball "
               "hitting the player now, 1-2% of frames and most deaths; chance is `base`, "
-              "the share of such frames). "
+              "the share of such frames) and `death_next` (the step from this frame ends "
+              "the episode in a death: what M's death head must see; chance is `base`). "
               "`jepa_wm/probes.py` says how.")
 
 

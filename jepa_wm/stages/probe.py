@@ -99,7 +99,8 @@ def main(cfg: Namespace) -> None:
         # the ridge strength is chosen on the last fifth of the training episodes
         inner = np.isin(episode, train_eps[int(0.8 * len(train_eps)):])
         state = store.get("state", slice(None))
-        targets = probe(np.asarray(latents.z), state, store.state_names, train, inner)
+        targets = probe(np.asarray(latents.z), state, store.state_names, train, inner,
+                        terminated=store.terminated(slice(None)))
         result = {"targets": targets, "scores": flat_scores(targets),
                   "train_episodes": len(train_eps),
                   "test_episodes": int(store.num_episodes - len(train_eps))}
