@@ -372,6 +372,7 @@ WHY = (  # the figures that say where a V's dream differs, each from a row: its 
                       r["results"].get("c_hazard_rate_game")), 2),
     ("z's fireball screen x R²", lambda r: r["probes"].get("probe_fireball_screen_x"), 2),
     ("z's fireball touching AP", lambda r: r["probes"].get("probe_fireball_touching"), 2),
+    ("z's death next AP", lambda r: r["probes"].get("probe_death_next"), 2),
 )
 
 
@@ -414,8 +415,9 @@ def why_table(rows: list[dict]) -> list[str]:
               "hazard on the steps where a fireball touches the player; C's dream / real "
               "score; C's deaths per step in the game over M's hazard on those steps (above "
               "1: M underrates C's real states); what linear probes of z find on held-out frames: "
-              "the nearest fireball's screen x (R²) and whether one touches the player "
-              "(average precision), of the rung whose V a row links. \"(n of N)\": a figure "
+              "the nearest fireball's screen x (R²), whether one touches the player and "
+              "whether the step from this frame ends in a death (average precision), of "
+              "the rung whose V a row links. \"(n of N)\": a figure "
               "only n of the seeds' rows have."), "",
              "| rung | V | seeds | " + " | ".join(name for name, _, _ in WHY) + " |",
              "|---|---|---|" + "---|" * len(WHY)]
