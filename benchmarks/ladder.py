@@ -266,10 +266,14 @@ def merged_rows(runs: Path, record: Path, write: bool = True) -> list[dict]:
         old = rows.get((r["rung"], r["variant"], r["seed"]))
         if old and old["results"].get("real_mean") is not None and \
                 r["results"].get("real_mean") is None:
-            if r["probes"] and not old.get("probes"):  # a partial re-run (a fresh machine,
-                old["probes"] = r["probes"]  # --until) never erases a finished row; its V's
-                old["probed"] = f"{r['recorded']}, {r['machine']}: V re-trained"  # probes
-            continue  # are kept, and say that they are of a V re-trained from its config
+            # a partial re-run (a fresh machine, --until) never erases a finished row; its
+            # V's probes are kept where they add targets (a later probe revision), and say
+            # that they are of a V re-trained from its config
+            if r["probes"] and r["probes"] != old.get("probes") and \
+                    set(old.get("probes") or {}) <= set(r["probes"]):
+                old["probes"] = r["probes"]
+                old["probed"] = f"{r['recorded']}, {r['machine']}: V re-trained"
+            continue
         if old and (old["results"], old["wall"]) == (r["results"], r["wall"]):
             r["recorded"] = old.get("recorded")  # as made (a run folder lives on the
             r["machine"] = old.get("machine") or r["machine"]  # machine that made it)

@@ -221,6 +221,15 @@ def test_a_partial_rerun_keeps_the_finished_row_and_adds_what_v_knows(tmp_path):
     assert "| 726.3 ± —" in text
     assert "| 1.05 / 220 (210x) |" in text  # M's hazard far from / at a death
     assert "| 0.69 (0.71 / 0.78) |" in text  # touching: M / game (M's share / deaths')
+    more = {"probe_player_x": 0.625, "probe_death_next": 0.25}  # a later probe revision
+    (probe / "probes.json").write_text(json.dumps({"scores": more}))
+    ladder.write_results(runs, out, "test")
+    (row,) = json.loads(out.with_suffix(".json").read_text())
+    assert row["probes"] == more and row["results"] == finished["results"]
+    (probe / "probes.json").write_text(json.dumps({"scores": {"probe_player_x": 0.5}}))
+    ladder.write_results(runs, out, "test")  # fewer targets: not the newer probes, kept out
+    (row,) = json.loads(out.with_suffix(".json").read_text())
+    assert row["probes"] == more
 
 
 def test_a_row_at_a_compute_budget_names_it_and_the_steps_v_trained(tmp_path):
