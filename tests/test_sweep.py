@@ -226,3 +226,23 @@ def test_a_failing_cell_leaves_the_rest_finished_and_shows_in_the_report(smoke_r
     assert rows["broken"]["failed_seeds"] == "0" and rows["broken"]["n_seeds"] == "0"
     assert rows["vae"]["n_seeds"] == "2" and rows["jepa_ema"]["n_seeds"] == "2"
     assert "broken" in (exp / "report" / "results.md").read_text()
+
+
+def test_the_verdict_sweep_runs_the_ladders_verdict_stage_for_stage():
+    """``configs/sweeps/verdict.yaml``: each cell has, stage for stage, the identity of the
+    ladder rung whose runs the README's verdict reports (``m512_shared_h30_it1`` with the
+    same V and seed), so the sweep and the ladder make the same results."""
+    from jepa_wm import pipeline
+
+    verdict = sweep.make_cells(sweep.load_sweep(ROOT / "configs/sweeps/verdict.yaml"), "runs")
+    assert {(c.variant, c.seed) for c in verdict} == {
+        (v, s) for v in ("vae", "jepa_ema") for s in range(5)}
+    for cell in (c for c in verdict if c.seed in (0, 4)):
+        rung = pipeline.resolve([ROOT / "configs/experiments/doom_fast.yaml",
+                                 ROOT / f"configs/variants/{cell.variant}.yaml",
+                                 ROOT / "configs/ladder/m512_shared_h30_it1.yaml"],
+                                cell.seed, "runs")
+        made = cell.resolve()
+        for stage in contract.STAGE_ORDER:
+            assert contract.identity(stage, made) == contract.identity(stage, rung), \
+                (cell.name, stage)
