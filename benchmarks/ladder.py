@@ -361,8 +361,10 @@ def variant_summary(rows: list[dict]) -> list[str]:
         ("rung", "V", "V", "VAE"))
 
 
-WHY = (  # the figures that say where a V's dream differs, each from a row: its name, how
-    ("sharpness", lambda r: _ratio(r["fidelity"].get("hazard_last2"),  # it reads a row
+#: The figures that say where a V's dream differs from the VAE's (``why_table``): the
+#: column's name, how it reads a row, its digits.
+WHY = (
+    ("sharpness", lambda r: _ratio(r["fidelity"].get("hazard_last2"),
                                    r["fidelity"].get("hazard_early")), 0),
     ("Σ p(done)/ep", lambda r: r["fidelity"].get("death_sum_per_episode"), 2),
     ("data policy dream / game", lambda r: r["fidelity"].get("policy_survival_ratio"), 2),

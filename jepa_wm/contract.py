@@ -83,8 +83,7 @@ PIPELINE: tuple[Stage, ...] = (
     Stage("probe", "Fit linear probes of what V's latents know about the game state "
           "(held-out R², accuracy).", "probe", {"latents": _Z, "data": _STORE},
           keys=("vision_train.val_fraction", "seed"),
-          revision=2),  # 2: death_next (finished probes are redone: seconds, nothing after
-    # them reads them)
+          revision=2),  # 2: death_next (old probes are redone, in seconds; no stage reads them)
     Stage("train-memory", "Train the MDN-RNN M on a latent set.",
           "memory", {"latents": _Z, "data": _STORE},
           keys=("memory_model", "memory_train", "seed"),

@@ -18,7 +18,8 @@ training episodes and scored on held-out ones that V never trained on:
   for a class this rare and the ROC area is near 1 for every V (the easy negatives, frames
   with no fireball near, swamp it);
 - ``death_next`` (the step taken from this frame ends the episode in a death: the store's
-  ``terminated`` flag, one frame per lost episode): logistic regression on z alone, scored
+  ``terminated`` flag, one frame per lost episode; in take-cover every termination is a
+  death, and a truncation at the step limit is not one): logistic regression on z alone, scored
   by average precision like ``fireball_touching`` (chance ``death_next_base``). It asks
   for what M's death head needs most, that a hit is happening now, from the frame only.
 
