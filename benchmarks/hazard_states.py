@@ -11,7 +11,9 @@ distance (none in view, touching, near, ..., far) and the player's health. Per b
 share of the steps, the game's deaths per 1,000 steps, M's teacher-forced hazard per 1,000
 steps (as the fidelity stage feeds it: z sampled, LSTM from a zero state at each episode's
 start), and their ratio: a faithful head has M / game near 1 in every bin; a blurry one is
-above 1 where nothing hits and below 1 where fireballs do. Appends one section per call
+above 1 where nothing hits and below 1 where fireballs do. And per run, the average
+precision of M's hazard for the steps that end in a death (chance: their share; beside
+the probe stage's `death_next`, the same question asked of z alone). Appends one section per call
 to ``benchmarks/results/hazard_states.md``.
 """
 
@@ -112,30 +114,40 @@ def table(name: str, steps: dict, rs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summary(named: list[tuple[str, list[dict]]]) -> str:
+def death_ap(steps: dict[str, np.ndarray]) -> float:
+    """How well M's hazard ranks the steps that end in a death among all held-out steps:
+    average precision (chance: the share of such steps), threshold- and calibration-free,
+    comparable with the ``death_next`` probe of z alone (``jepa_wm.probes``)."""
+    from jepa_wm.probes import average_precision
+
+    return average_precision(steps["death"] > 0, steps["hazard"])
+
+
+def summary(named: list[tuple[str, list[dict], float]]) -> str:
     """One line per run: M / game where a fireball touches, at 40-100 and with none in
-    view, and the share of M's hazard against the share of deaths where one touches."""
+    view, the share of M's hazard against the share of deaths where one touches, and the
+    average precision of M's hazard for the deadly steps."""
     def pick(rs, b):
         return next(r for r in rs if r["bin"] == b)
 
     lines = [("| run | M / game: touching | 40-100 | none in view | touching: share of deaths "
-             "/ of M's hazard |"), "|---|---:|---:|---:|---|"]
-    for name, rs in named:
+             "/ of M's hazard | M's death AP |"), "|---|---:|---:|---:|---|---:|"]
+    for name, rs, ap in named:
         t, n, o = pick(rs, DIST_NAMES[0]), pick(rs, DIST_NAMES[1]), pick(rs, "none in view")
         lines.append(f"| {name} | {_f(t['ratio'], 2)} | {_f(n['ratio'], 2)} | "
                      f"{_f(o['ratio'], 2)} | {_f(t['death_share'], 2)} / "
-                     f"{_f(t['mass_share'], 2)} |")
+                     f"{_f(t['mass_share'], 2)} | {_f(ap, 3)} |")
     return "\n".join(lines) + "\n"
 
 
-def by_variant(named: list[tuple[str, list[dict]]]) -> str:
+def by_variant(named: list[tuple[str, list[dict], float]]) -> str:
     """Per experiment and V with two seeds or more: the mean over seeds, with a 95%
     bootstrap CI, of M / game where a fireball touches and of the share of M's hazard
     there."""
     from jepa_wm.report import bootstrap_ci
 
     groups: dict[str, list[list[dict]]] = {}
-    for name, rs in named:
+    for name, rs, _ in named:
         groups.setdefault(name.rsplit("/", 1)[0], []).append(rs)
     lines = [("| V | seeds | M / game: touching, mean [95% CI] | share of M's hazard at "
              "touching | share of deaths there |"), "|---|---:|---|---|---:|"]
@@ -164,7 +176,7 @@ def main() -> None:
     for run in args.runs:
         steps = per_step(run, args.seed)
         name = "/".join(run.resolve().parts[-3:])
-        named.append((name, rows(steps)))
+        named.append((name, rows(steps), death_ap(steps)))
         parts.append(table(name, steps, named[-1][1]))
     text = "\n".join(filter(None, (by_variant(named), summary(named), *parts)))
     print(text)

@@ -215,3 +215,10 @@ def test_hazard_states_splits_m_and_the_game_deaths_by_what_the_game_recorded(do
         row = f"| {split} | {name} | {sel.mean():.3f} | {game:.2f} | 5.00 |"
         assert row in text, row
     assert "| exp/vae/seed0 | " in text  # the one-line summary
+    assert "M's death AP |" in text
+    # M's death AP: a hazard that marks the deadly steps ranks them first (1), one that
+    # marks the steps before them does not
+    death = np.array([0, 0, 1, 0, 0, 0, 1, 0], float)
+    assert hazard_states.death_ap({"death": death, "hazard": 0.01 + death}) == 1.0
+    early = {"death": death, "hazard": 0.01 + np.roll(death, -1)}
+    assert hazard_states.death_ap(early) < 0.5
