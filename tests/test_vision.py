@@ -477,6 +477,28 @@ def test_task_heads_learn_the_death_step_whose_next_frame_is_never_stored():
     assert m.losses(past)["task_done"].item() == pytest.approx(m.losses(batch)["task_done"].item())
 
 
+def test_task_heads_on_the_embedding_read_z_itself_not_the_predictor():
+    """``task_input: embedding``: the reward and death heads read the online embedding of
+    the frame each step starts from, so the task losses do not move with the predictor's
+    weights (they do with ``predicted``), and a death label on a stored step still counts."""
+    batch = _window_batch(frames=3)
+    for task_input, moves in (("embedding", False), ("predicted", True)):
+        torch.manual_seed(0)
+        m = JEPAModule(latent_dim=8, action_dim=3, anti_collapse="ema", task_weight=1.0,
+                       predictor_hidden=16, rollout_steps=2, task_input=task_input).eval()
+        before = m.losses(batch)["task_done"].item()
+        with torch.no_grad():
+            for p in m.predictor.parameters():
+                p.add_(0.5)
+        after = m.losses(batch)["task_done"].item()
+        assert (after != pytest.approx(before)) is moves, task_input
+        dies = dict(batch, done=batch["done"].clone())
+        dies["done"][:, 1] = 1.0
+        assert m.losses(dies)["task_done"].item() != pytest.approx(after)
+    with pytest.raises(UserError, match="task_input 'z'.*predicted or embedding"):
+        JEPAModule(action_dim=3, task_weight=1.0, task_input="z")
+
+
 # -- compute-matched budgets ------------------------------------------------------------------
 
 def _train_in_process(doom_store, out, variant, *extra):

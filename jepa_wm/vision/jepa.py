@@ -26,6 +26,9 @@ Options from the literature, one key each, all off by default (the variant files
   ``predictor_dropout`` (LeWM: 0.1);
 - ``task_weight``: reward and death heads on the *predicted* latents, trained with V
   (TD-MPC2's task-aware latents). This gives V the task signal the other variants lack.
+  ``task_input: embedding`` puts the heads on the online embedding of the frame each step
+  starts from instead: z itself must show the step's reward and death, which is what M's
+  death head reads (the ``death_next`` probe asks the same of z).
 """
 
 from __future__ import annotations
@@ -80,6 +83,8 @@ class JEPAModule(VisionModule):
             ``additive`` = LeWM's ``pred + lambda SIGReg``.
         task_weight: Weight of reward (MSE) and death (BCE) heads on the predicted latents,
             trained with V; 0 = no task signal (every other V).
+        task_input: What the task heads read: ``predicted`` (the predicted next latent,
+            TD-MPC2) or ``embedding`` (the online embedding of the step's first frame).
     """
 
     data_view = "windows"
@@ -95,7 +100,8 @@ class JEPAModule(VisionModule):
                  predictor_dropout: float = 0.0, vicreg_smooth: float = 0.0,
                  idm_weight: float = 0.0,
                  sigreg_weighting: Literal["convex", "additive"] = "convex",
-                 task_weight: float = 0.0):
+                 task_weight: float = 0.0,
+                 task_input: Literal["predicted", "embedding"] = "predicted"):
         super().__init__()
         if anti_collapse not in ANTI_COLLAPSE:
             raise UserError(f"JEPAModule.anti_collapse {anti_collapse!r}: choose one of "
@@ -113,7 +119,9 @@ class JEPAModule(VisionModule):
                 ("idm_weight", idm_weight, idm_weight >= 0, ">= 0"),
                 ("task_weight", task_weight, task_weight >= 0, ">= 0"),
                 ("sigreg_weighting", sigreg_weighting,
-                 sigreg_weighting in ("convex", "additive"), "convex or additive")):
+                 sigreg_weighting in ("convex", "additive"), "convex or additive"),
+                ("task_input", task_input, task_input in ("predicted", "embedding"),
+                 "predicted or embedding")):
             if not ok:
                 raise UserError(f"JEPAModule.{key} {value!r}: accepted: {accepted}")
         encoder = default_encoder(encoder, image_size)
@@ -127,7 +135,7 @@ class JEPAModule(VisionModule):
                        rollout_discount=rollout_discount, context_frames=context_frames,
                        predictor_dropout=predictor_dropout, vicreg_smooth=vicreg_smooth,
                        idm_weight=idm_weight, sigreg_weighting=sigreg_weighting,
-                       task_weight=task_weight)
+                       task_weight=task_weight, task_input=task_input)
         self.latent_dim, self.anti_collapse = latent_dim, anti_collapse
         self.steps, self.context = rollout_steps, context_frames
         self.window = context_frames - 1 + rollout_steps  # transitions per training window
@@ -245,8 +253,10 @@ class JEPAModule(VisionModule):
             a_hat = self.idm(torch.cat([z[:, :-1], z[:, 1:]], dim=-1))
             out["idm"] = ((a_hat - a_all).pow(2).mean(-1) * pair).sum() / pair.sum().clamp(min=1)
             out["loss"] = out["loss"] + args["idm_weight"] * out["idm"]
-        if self.task is not None:  # reward and death of each predicted step
-            heads = self.task(z_pred)  # (B, k, 2)
+        if self.task is not None:  # reward and death of each predicted step, read from
+            # its predicted latent or from the embedding of the frame it starts from
+            heads = self.task(z_pred if args.get("task_input", "predicted") == "predicted"
+                              else z[:, c - 1:n_frames - 1])  # (B, k, 2)
             # a step counts when the frame it starts from exists (the death step's next
             # frame is never stored, but its predicted latent is)
             steps = mask[:, c - 1:n_frames - 1].float()
