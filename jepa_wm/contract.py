@@ -139,7 +139,16 @@ def identity(stage: str, cfg: Any, upstream: str = "") -> str:
         if not ("." in k and name in NEUTRAL and value == NEUTRAL[name]):  # a single key
             values[k] = value  # at its NEUTRAL value is left out, as within a section
     return hash_obj({"stage": stage, "upstream": upstream, **values,
-                     **STAGE[stage].revision_entry})
+                     **STAGE[stage].revision_entry, **_task_windows(stage, values)})
+
+
+def _task_windows(stage: str, values: dict) -> dict[str, int]:
+    """A JEPA with task heads trains on windows that start on an episode's last frame too
+    (before 2026-12-05 its one-step windows never held the step that ends an episode, so its
+    death head saw no death): a revision of train-vision for those V's only."""
+    spec = values.get("vision_model") if stage == "train-vision" else None
+    weight = ((spec or {}).get("init_args") or {}).get("task_weight") or 0
+    return {"task_windows": 2} if weight > 0 else {}
 
 
 def safe_name(text: str) -> str:

@@ -125,6 +125,37 @@ def test_windows_never_cross_episodes(doom_store):
     np.testing.assert_array_equal(obs_item["obs"].numpy(), store.frames(np.arange(5)))
 
 
+def test_one_step_windows_hold_the_death_step_only_with_tail(doom_store):
+    """A one-transition window starts at most on an episode's second-to-last frame, so the
+    step that ends an episode (its last frame's flag) never sits at a window's first
+    position; ``tail`` adds a window on each last frame (alone, the rest masked), where a
+    head on that frame reads the death. A JEPA with task heads trains on those."""
+    from jepa_wm.vision import JEPAModule
+    from jepa_wm.vision.train import make_datasets
+
+    store = RolloutStore(doom_store)
+    died = store.terminated(slice(None)).astype(bool)
+    assert died.any()
+    plain = WindowDataset(store, seq_len=1, stride=1)
+    assert not any(died[plain.starts])  # the bug this guards against
+    tail = WindowDataset(store, seq_len=1, stride=1, tail=True)
+    assert len(tail) == len(plain) + store.num_episodes
+    last = np.flatnonzero(tail.starts == tail.ends - 1)
+    assert len(last) == store.num_episodes
+    item = tail[int(last[0])]
+    assert item["mask"].tolist() == [True, False]
+    assert item["done"][0] == died[tail.starts[last[0]]]
+    assert sum(bool(tail[int(i)]["done"][0]) for i in last) == died.sum()
+
+    class Train:
+        max_frames, val_fraction = None, 0.2
+
+    task = JEPAModule(latent_dim=8, action_dim=3, task_weight=1.0, predictor_hidden=16)
+    other = JEPAModule(latent_dim=8, action_dim=3, predictor_hidden=16)
+    assert make_datasets(task, store, Train, 0)[0].starts.size > \
+        make_datasets(other, store, Train, 0)[0].starts.size
+
+
 def test_frame_views(doom_store):
     store = RolloutStore(doom_store)
     pairs = FramePairDataset(store)

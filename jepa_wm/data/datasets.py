@@ -130,10 +130,15 @@ class WindowDataset(Dataset):
         stride: Frames between window starts (None = ``seq_len``: windows tile each
             episode, the last one masked past its end).
         episodes: Episode numbers to use (None = all).
+        tail: Windows also start on an episode's last frame (no transition, everything
+            after it masked): the step that ends an episode then appears at a window's
+            first position, where a head on that frame reads its reward and death (a JEPA
+            with task heads: without it a one-step window never holds a death).
     """
 
     def __init__(self, store: RolloutStore, seq_len: int, source: np.ndarray | None = None,
-                 stride: int | None = None, episodes: Sequence[int] | None = None):
+                 stride: int | None = None, episodes: Sequence[int] | None = None,
+                 tail: bool = False):
         if seq_len < 1:
             raise UserError(f"seq_len {seq_len}: must be 1 or more")
         stride = seq_len if stride is None else stride
@@ -146,7 +151,8 @@ class WindowDataset(Dataset):
         eps = _episodes(store, episodes)
         starts, ends = [], []
         for s, e in zip(store.episode_starts[eps], store.episode_ends[eps]):
-            first = np.arange(s, e - 1, stride)  # each window holds >= 1 transition
+            first = np.arange(s, e if tail else e - 1, stride)  # >= 1 transition each,
+            # or (tail) also the episode's last frame alone
             starts.append(first)
             ends.append(np.full(len(first), e))
         self.starts = np.concatenate(starts).astype(np.int64) if starts else np.zeros(0, int)

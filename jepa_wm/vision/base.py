@@ -67,6 +67,8 @@ class VisionModule(pl.LightningModule):
     latent_dim: int
     #: which view of the rollout store the module trains on: "frames" or "windows"
     data_view: str = "frames"
+    #: windows also start on an episode's last frame (``WindowDataset(tail=True)``)
+    window_tail: bool = False
     #: length of a training window in transitions (only for data_view == "windows")
     window: int = 1
     #: the collapse alarm fires when this fraction of dims is dead (std < 0.01)

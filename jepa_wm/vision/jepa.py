@@ -155,6 +155,9 @@ class JEPAModule(VisionModule):
                     if idm_weight > 0 else None)
         # TD-MPC2-style task heads on the predicted latent: reward and death of the step
         self.task = nn.Linear(latent_dim, 2) if task_weight > 0 else None
+        # the step that ends an episode starts on its last frame, which a window of one
+        # transition never starts on: the task heads need those windows to see a death
+        self.window_tail = task_weight > 0
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Float frames ``(B, 3, H, W)`` -> the online embedding ``(B, latent_dim)``."""

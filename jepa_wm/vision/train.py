@@ -171,7 +171,8 @@ def make_datasets(model: VisionModule, store: RolloutStore, train_cfg: Any,
 
     def view(episodes):
         if model.data_view == "windows":
-            return WindowDataset(store, seq_len=model.window, stride=1, episodes=episodes)
+            return WindowDataset(store, seq_len=model.window, stride=1, episodes=episodes,
+                                 tail=model.window_tail)
         return FrameDataset(store, episodes=episodes)
 
     return view(tr), _evenly(view(va), MAX_VAL_ITEMS)
