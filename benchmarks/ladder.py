@@ -341,17 +341,25 @@ def paired_table(pairs: dict[tuple[str, str], list[tuple[int, float, float]]],
     return [*lines, ""]
 
 
+def vae_pairs(rows: list[dict]) -> dict[tuple[str, str], list[tuple[dict, dict]]]:
+    """Each V's scored rows paired with the VAE's scored row on the same rung and seed:
+    ``(rung, V) -> [(V's row, VAE's row)]`` by seed."""
+    scored = [r for r in rows if r["results"].get("real_mean") is not None]
+    vae = {(r["rung"], r["seed"]): r for r in scored if r["variant"] == "vae"}
+    pairs: dict[tuple[str, str], list[tuple[dict, dict]]] = {}
+    for r in scored:
+        rung = r["rung"].removesuffix(f" [{r['variant']}]")
+        if r["variant"] != "vae" and (rung, r["seed"]) in vae:
+            pairs.setdefault((rung, r["variant"]), []).append((r, vae[(rung, r["seed"])]))
+    for ps in pairs.values():
+        ps.sort(key=lambda p: p[0]["seed"])
+    return pairs
+
+
 def variant_summary(rows: list[dict]) -> list[str]:
     """Each V run on a rung against the VAE on the same rung and seeds (issue 13's verdict)."""
-    scored = [r for r in rows if r["results"].get("real_mean") is not None]
-    vae = {(r["rung"], r["seed"]): r["results"]["real_mean"] for r in scored
-           if r["variant"] == "vae"}
-    pairs: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
-    for r in scored:
-        base = r["rung"].removesuffix(f" [{r['variant']}]")
-        if r["variant"] != "vae" and (base, r["seed"]) in vae:
-            pairs.setdefault((base, r["variant"]), []).append(
-                (r["seed"], r["results"]["real_mean"], vae[(base, r["seed"])]))
+    pairs = {key: [(v["seed"], v["results"]["real_mean"], w["results"]["real_mean"])
+                   for v, w in ps] for key, ps in vae_pairs(rows).items()}
     return paired_table(
         pairs, "V against the VAE",
         ("Another V on a rung's budget against the VAE on the same rung and seeds (same "
@@ -396,13 +404,7 @@ def why_table(rows: list[dict]) -> list[str]:
         base = by_key.get((r.get("base"), r["seed"]))
         if not r.get("probes") and base is not None and base.get("probes"):
             by_key[(r["rung"], r["seed"])] = {**r, "probes": base["probes"]}
-    scored = [r for r in by_key.values() if r["results"].get("real_mean") is not None]
-    vae = {(r["rung"], r["seed"]): r for r in scored if r["variant"] == "vae"}
-    pairs: dict[tuple[str, str], list[tuple[dict, dict]]] = {}
-    for r in scored:
-        rung = r["rung"].removesuffix(f" [{r['variant']}]")
-        if r["variant"] != "vae" and (rung, r["seed"]) in vae:
-            pairs.setdefault((rung, r["variant"]), []).append((r, vae[(rung, r["seed"])]))
+    pairs = vae_pairs(list(by_key.values()))
     if not pairs:
         return []
 
@@ -428,7 +430,6 @@ def why_table(rows: list[dict]) -> list[str]:
              "| rung | V | seeds | " + " | ".join(name for name, _, _ in WHY) + " |",
              "|---|---|---|" + "---|" * len(WHY)]
     for (rung, variant), ps in sorted(pairs.items()):
-        ps.sort(key=lambda p: p[0]["seed"])
         ours, theirs = [p[0] for p in ps], [p[1] for p in ps]
         lines.append(f"| {rung} | {variant} | {', '.join(str(r['seed']) for r in ours)} | "
                      + " | ".join(f"{mean(ours, read, d)} / {mean(theirs, read, d)}"

@@ -298,8 +298,9 @@ SPEED_ONLY = ("threads", "num_workers", "workers", "checkpoint_every")
 #: a stage's identity and the older folders stay valid. Any other value is part of it.
 NEUTRAL = {"rollout_discount": 1.0, "context_frames": 1, "predictor_dropout": 0.0,
            "vicreg_smooth": 0.0, "idm_weight": 0.0, "sigreg_weighting": "convex",
-           "task_weight": 0.0, "task_input": "predicted", "z_noise": 0.0, "max_flops": None, "max_time": None,
-           "precision": "32", "memory_lr": None, "worlds": "last", "pack": False}
+           "task_weight": 0.0, "task_input": "predicted", "z_noise": 0.0, "max_flops": None,
+           "max_time": None, "precision": "32", "memory_lr": None, "worlds": "last",
+           "pack": False}
 
 
 def _drop_neutral(value: Any) -> Any:
