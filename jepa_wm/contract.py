@@ -139,7 +139,15 @@ def identity(stage: str, cfg: Any, upstream: str = "") -> str:
         if not ("." in k and name in NEUTRAL and value == NEUTRAL[name]):  # a single key
             values[k] = value  # at its NEUTRAL value is left out, as within a section
     return hash_obj({"stage": stage, "upstream": upstream, **values,
-                     **STAGE[stage].revision_entry, **_task_windows(stage, values)})
+                     **revision_entry(stage, values)})
+
+
+def revision_entry(stage: str, values: dict) -> dict[str, int]:
+    """The code revisions in a hash of ``stage``'s result for config ``values`` (a mapping
+    with the stage's keys): the stage's own, and the ones that apply to some configs only.
+    Both the identity and ``pipeline.fingerprint`` carry them, so ``run`` never skips a stage
+    on a record made by the old code."""
+    return {**STAGE[stage].revision_entry, **_task_windows(stage, values)}
 
 
 def _task_windows(stage: str, values: dict) -> dict[str, int]:

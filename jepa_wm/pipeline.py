@@ -24,7 +24,7 @@ import yaml
 from jsonargparse import Namespace
 
 from jepa_wm.config import data_hash, to_dict
-from jepa_wm.contract import STAGE, STAGE_ORDER, RunPaths, run_paths
+from jepa_wm.contract import STAGE, STAGE_ORDER, RunPaths, revision_entry, run_paths
 from jepa_wm.io import DONE_FILE, UserError, hash_obj, write_json, write_yaml
 
 # Keys that change how a stage reports, never what it computes.
@@ -79,7 +79,7 @@ def fingerprint(stage: str, stage_cfg: Namespace, paths: RunPaths) -> str:
     semantic = _semantic(schema_values(stage_cfg))
     inputs = {up: done_stamp(paths.stage_dir(up)) for up in STAGE[stage].upstream}
     return hash_obj({"stage": stage, "cfg": semantic, "inputs": inputs,
-                     **STAGE[stage].revision_entry}, n=16)
+                     **revision_entry(stage, semantic)}, n=16)
 
 
 @contextlib.contextmanager

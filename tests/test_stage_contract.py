@@ -181,3 +181,21 @@ def test_a_stage_revision_changes_its_identity(monkeypatch, tmp_path):
     assert contract.identity("train-memory", cfg, upstream="v") == hash_obj(
         {"stage": "train-memory", "upstream": "v",
          **{k: semantic_section(cfg[k]) for k in first.keys}})
+
+
+@pytest.mark.parametrize("variant, revised", [("jepa_ema_task", True), ("jepa_ema", False)])
+def test_a_revision_for_some_configs_reaches_identity_and_fingerprint(monkeypatch, tmp_path,
+                                                                      variant, revised):
+    """The task-window fix (a JEPA's task heads never saw a death) revises train-vision for
+    V's with task heads only: their identity and `run`'s fingerprint change, so a V made by
+    the old code is redone, never skipped as done; any other V keeps both."""
+    cfg = pipeline.resolve([SMOKE, ROOT / "configs" / "variants" / f"{variant}.yaml"], 0,
+                           tmp_path)
+    paths = contract.run_paths(cfg, tmp_path)
+    stage_cfg, _ = pipeline.stage_config("train-vision", cfg, paths)
+    now = (contract.identity("train-vision", cfg, upstream="s"),
+           pipeline.fingerprint("train-vision", stage_cfg, paths))
+    monkeypatch.setattr(contract, "_task_windows", lambda stage, values: {})  # the old code
+    old = (contract.identity("train-vision", cfg, upstream="s"),
+           pipeline.fingerprint("train-vision", stage_cfg, paths))
+    assert (now[0] != old[0], now[1] != old[1]) == (revised, revised)
