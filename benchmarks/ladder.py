@@ -199,6 +199,30 @@ def m_objective(cell: Path) -> str:
     return "" if made >= M_REVISION_2 else "old M objective"
 
 
+#: The tag of a row whose V train-vision would not make today from the row's config (a
+#: train-vision revision since: the row is not a result of that config, and is left out of
+#: the paired summaries until it is re-run).
+OLD_V = "V by older code: redo"
+
+
+def v_revision(cell: Path, runs: Path) -> str:
+    """``OLD_V`` when the cell's V was made under another train-vision identity than its
+    config gives with today's code (``contract.identity``: e.g. the task-window fix of
+    2026-12-05), else ``""`` (also when that cannot be told: no V yet, or its store gone)."""
+    from jepa_wm.contract import identity
+    from jepa_wm.data.store import RolloutStore
+    from jepa_wm.io import hash_obj
+
+    done = _read(cell / STAGE["train-vision"].folder / "DONE.json") or {}
+    pipe = _read(cell / "pipeline.json") or {}
+    store = ((pipe.get("stages") or {}).get("collect") or {}).get("out")
+    if not done.get("config_hash") or not store or not Path(store).is_dir():
+        return ""
+    cfg = resolve([EXPERIMENT, cell / "config.yaml"], pipe["seed"], runs)
+    now = identity("train-vision", cfg, upstream=hash_obj(RolloutStore(store).content_meta))
+    return "" if now == done["config_hash"] else OLD_V
+
+
 def base_rung(cell: Path) -> str | None:
     """The row name of the rung whose V this cell links (``share_upstream``), or None when
     the cell trained its own."""
@@ -231,7 +255,8 @@ def rung_rows(runs: Path) -> list[dict]:
                      "seed": config["seed"], "base": base_rung(cell),
                      "episodes": config["episodes"], "frames": store_frames(cell),
                      "budget": "; ".join(filter(None, (budget(config, v_steps(cell)),
-                                                        m_objective(cell)))),
+                                                        m_objective(cell),
+                                                        v_revision(cell, runs)))),
                      "wall": stage_walls(cell),
                      "cmaes_s": sum(g.get("seconds", 0.0) for g in
                                     _read(cell / "controller" / "history.json") or []),
@@ -292,7 +317,7 @@ def seed_summary(rows: list[dict]) -> list[str]:
 
     by_rung: dict[str, list[dict]] = {}
     for r in rows:
-        if r["results"].get("real_mean") is not None:
+        if r["results"].get("real_mean") is not None and OLD_V not in r.get("budget", ""):
             by_rung.setdefault(r["rung"], []).append(r)
     multi = {k: v for k, v in by_rung.items() if len(v) > 1}
     if not multi:
@@ -344,7 +369,8 @@ def paired_table(pairs: dict[tuple[str, str], list[tuple[int, float, float]]],
 def vae_pairs(rows: list[dict]) -> dict[tuple[str, str], list[tuple[dict, dict]]]:
     """Each V's scored rows paired with the VAE's scored row on the same rung and seed:
     ``(rung, V) -> [(V's row, VAE's row)]`` by seed."""
-    scored = [r for r in rows if r["results"].get("real_mean") is not None]
+    scored = [r for r in rows if r["results"].get("real_mean") is not None
+              and OLD_V not in r.get("budget", "")]
     vae = {(r["rung"], r["seed"]): r for r in scored if r["variant"] == "vae"}
     pairs: dict[tuple[str, str], list[tuple[dict, dict]]] = {}
     for r in scored:
@@ -457,8 +483,8 @@ def probe_table(rows: list[dict]) -> list[str]:
              "are of); empty where they are of the run's own V."), "",
             "| rung | seed | " + " | ".join(names) + " | probed |",
             "|---|---:|" + "---:|" * len(keys) + "---|",
-            *(f"| {r['rung']} | {r['seed']} | "
-              + " | ".join(_f(r["probes"].get(k), 3) for k in keys)
+            *(f"| {r['rung']}{' (' + OLD_V + ')' if OLD_V in r.get('budget', '') else ''} | "
+              f"{r['seed']} | " + " | ".join(_f(r["probes"].get(k), 3) for k in keys)
               + f" | {r.get('probed', '')} |" for r in probed)]
 
 

@@ -329,3 +329,45 @@ def test_the_why_table_sets_each_figure_of_a_v_beside_the_vaes_on_the_same_seeds
     assert cells["C dream / real"] == "2.00 / 2.00"
     assert cells["z's fireball touching AP"] == "0.60 (1 of 2) / —"
     assert ladder.why_table([row("h30", "vae", 0, 800.0, 0.2)]) == []
+
+
+def test_a_row_whose_v_the_code_would_no_longer_make_is_tagged_and_left_out(
+        tmp_path, doom_store, monkeypatch):
+    """A task-head JEPA trained before the task-window fix (its V's identity is the old
+    code's) is tagged in its row's budget and the probe table, and left out of the pairing
+    with the VAE; the same V under today's identity is not tagged."""
+    import json
+
+    from jepa_wm import contract
+    from jepa_wm.contract import run_paths
+    from jepa_wm.data.store import RolloutStore
+    from jepa_wm.io import hash_obj
+    from jepa_wm.pipeline import save_config
+
+    ladder = _ladder()
+    runs = tmp_path / "runs"
+    rung = ROOT / "configs" / "ladder" / "m512_shared_h30.yaml"
+    variant = ROOT / "configs" / "variants" / "jepa_ema_task.yaml"
+    cfg, _ = ladder.rung_config(rung, variant, 0, runs)
+    paths = run_paths(cfg, runs)
+    save_config(cfg, paths)
+    (paths.cell / "pipeline.json").write_text(json.dumps(
+        {"seed": 0, "stages": {"collect": {"out": str(doom_store)}}}))
+    (paths.cell / "probe").mkdir()
+    (paths.cell / "probe" / "probes.json").write_text(json.dumps(
+        {"scores": {"probe_death_next": 0.1}}))
+    (paths.cell / "vision").mkdir()
+    upstream = hash_obj(RolloutStore(doom_store).content_meta)
+    now = contract.identity("train-vision", cfg, upstream=upstream)
+    with monkeypatch.context() as m:
+        m.setattr(contract, "_task_windows", lambda stage, values: {})  # the old code
+        old = contract.identity("train-vision", cfg, upstream=upstream)
+    assert old != now
+    for made, tagged in ((old, True), (now, False)):
+        (paths.cell / "vision" / "DONE.json").write_text(json.dumps({"config_hash": made}))
+        (row,) = ladder.rung_rows(runs)
+        assert row["budget"].endswith(f"; {ladder.OLD_V}") == tagged
+        assert (ladder.OLD_V in "\n".join(ladder.probe_table([row]))) == tagged
+        row["results"] = {"real_mean": 200.0}
+        vae = {**row, "variant": "vae", "rung": cfg.experiment, "budget": "M 512"}
+        assert bool(ladder.vae_pairs([row, vae])) != tagged
