@@ -10,6 +10,28 @@ import pytest
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 
+#: About what one suite run writes to its temporary folder at most (stores, checkpoints, run
+#: folders: 4.2 GB left behind by a run on 2026-12-05, before passing tests' folders were
+#: removed). With less free the run fails halfway, in torch.save or a memmap, with errors
+#: that do not say why (the CI run of 2026-12-04 did).
+TMP_NEEDED = 4.5e9
+
+
+def pytest_sessionstart(session):
+    """Refuse to start, in one line, when the temporary folder's disk cannot hold a run."""
+    import shutil
+    import tempfile
+
+    where = Path(session.config.option.basetemp or tempfile.gettempdir()).absolute()
+    while not where.exists():
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    if free < TMP_NEEDED:
+        pytest.exit(f"{where}: {free / 1e9:.1f} GB free; the test suite writes up to "
+                    f"{TMP_NEEDED / 1e9:.1f} GB of stores and checkpoints there: free some, "
+                    "or give --basetemp a folder on a larger disk", returncode=1)
+
+
 #: What ``doom_store`` holds (other tests may rely on these numbers).
 DOOM_STORE_EPISODES = 4
 DOOM_STORE_SEED = 0
