@@ -207,11 +207,10 @@ OLD_V = "V by older code: redo"
 
 def v_revision(cell: Path, runs: Path) -> str:
     """``OLD_V`` when the cell's V was made under another train-vision identity than its
-    config gives with today's code (``contract.identity``: e.g. the task-window fix of
+    config gives with today's code (``vision_identity``: e.g. the task-window fix of
     2026-12-05), else ``""`` (also when that cannot be told: no V yet, or its store gone)."""
-    from jepa_wm.contract import identity
     from jepa_wm.data.store import RolloutStore
-    from jepa_wm.io import hash_obj
+    from jepa_wm.vision.train import vision_identity
 
     done = _read(cell / STAGE["train-vision"].folder / "DONE.json") or {}
     pipe = _read(cell / "pipeline.json") or {}
@@ -219,8 +218,7 @@ def v_revision(cell: Path, runs: Path) -> str:
     if not done.get("config_hash") or not store or not Path(store).is_dir():
         return ""
     cfg = resolve([EXPERIMENT, cell / "config.yaml"], pipe["seed"], runs)
-    now = identity("train-vision", cfg, upstream=hash_obj(RolloutStore(store).content_meta))
-    return "" if now == done["config_hash"] else OLD_V
+    return "" if vision_identity(cfg, RolloutStore(store)) == done["config_hash"] else OLD_V
 
 
 def base_rung(cell: Path) -> str | None:
@@ -310,6 +308,11 @@ def merged_rows(runs: Path, record: Path, write: bool = True) -> list[dict]:
     return merged
 
 
+def compared(r: dict) -> bool:
+    """A row the summaries compare: it has a real score and its V is today's code's."""
+    return r["results"].get("real_mean") is not None and OLD_V not in r.get("budget", "")
+
+
 def seed_summary(rows: list[dict]) -> list[str]:
     """Per rung over its seeds: the mean real score with a 95% bootstrap CI over seeds (the
     report's statistics), each seed's score, and how many seeds reached 750."""
@@ -317,7 +320,7 @@ def seed_summary(rows: list[dict]) -> list[str]:
 
     by_rung: dict[str, list[dict]] = {}
     for r in rows:
-        if r["results"].get("real_mean") is not None and OLD_V not in r.get("budget", ""):
+        if compared(r):
             by_rung.setdefault(r["rung"], []).append(r)
     multi = {k: v for k, v in by_rung.items() if len(v) > 1}
     if not multi:
@@ -369,8 +372,7 @@ def paired_table(pairs: dict[tuple[str, str], list[tuple[int, float, float]]],
 def vae_pairs(rows: list[dict]) -> dict[tuple[str, str], list[tuple[dict, dict]]]:
     """Each V's scored rows paired with the VAE's scored row on the same rung and seed:
     ``(rung, V) -> [(V's row, VAE's row)]`` by seed."""
-    scored = [r for r in rows if r["results"].get("real_mean") is not None
-              and OLD_V not in r.get("budget", "")]
+    scored = [r for r in rows if compared(r)]
     vae = {(r["rung"], r["seed"]): r for r in scored if r["variant"] == "vae"}
     pairs: dict[tuple[str, str], list[tuple[dict, dict]]] = {}
     for r in scored:

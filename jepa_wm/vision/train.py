@@ -277,7 +277,13 @@ def open_training(cfg: Namespace, data: str | Path, out: str | Path
     check_store_matches(cfg, store)
     spec = resolve_spec(cfg.vision_model, store)
     # threads and loader workers change speed, not results: a rerun with others resumes
-    return store, spec, identity("train-vision", cfg, upstream=io.hash_obj(store.content_meta))
+    return store, spec, vision_identity(cfg, store)
+
+
+def vision_identity(cfg: Namespace, store: RolloutStore) -> str:
+    """The identity of the V that ``cfg`` trains on ``store`` (``contract.identity``, chained
+    to the store's content): what train-vision writes into its ``DONE.json``."""
+    return identity("train-vision", cfg, upstream=io.hash_obj(store.content_meta))
 
 
 def train_vision(spec: dict, tc: Any, seed: int, store: RolloutStore, out: str | Path,
