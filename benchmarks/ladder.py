@@ -141,7 +141,8 @@ def _verdict(value, ok: bool, digits: int) -> str:
 
 def budget(c: dict, v_steps: int | None = None) -> str:
     """The rung's budget in one line; ``v_steps``, the steps V trained (its metrics), names
-    the steps a compute budget (``max_flops``, ``max_time``) gave it."""
+    the steps a compute budget (``max_flops``, ``max_time``) gave it, or ``max_epochs``
+    when it ended V's training before ``max_steps``."""
     v, vt = c["vision_model"]["init_args"], c["vision_train"]
     m, mt, cc = c["memory_model"]["init_args"], c["memory_train"], c["controller_train"]
     steps = vt["max_steps"] if vt["max_steps"] > 0 else f"{vt['max_epochs']} ep"
@@ -150,6 +151,8 @@ def budget(c: dict, v_steps: int | None = None) -> str:
         steps = f"{vt['max_flops']:.4g} FLOPs = {trained} steps"
     elif vt.get("max_time"):
         steps = f"{vt['max_time']:g} s = {trained} steps"
+    elif v_steps is not None and 0 < v_steps < vt["max_steps"]:  # the epochs ended it first
+        steps = f"{vt['max_epochs']} ep = {v_steps} steps (max_steps {vt['max_steps']})"
     done = cc["done"] + (f" > {cc.get('done_threshold')}" if cc["done"] == "threshold" else "")
     def precision(section: dict) -> str:
         return "" if section.get("precision", "32-true") == "32-true" else \

@@ -256,6 +256,30 @@ def test_a_row_at_a_compute_budget_names_it_and_the_steps_v_trained(tmp_path):
     assert "V z 32, 5.881e+13 FLOPs = 6281 steps x 64," in row["budget"]
 
 
+
+def test_a_row_whose_v_the_epochs_stopped_early_names_the_steps_it_trained(tmp_path):
+    """doom_fast's max_epochs 1 is 974 steps of 64 on 200 episodes: a rung asking for 4,000
+    without raising it trained 974, and its row says so instead of "4000 x 64"."""
+    import json
+
+    from jepa_wm.contract import run_paths
+    from jepa_wm.pipeline import save_config
+
+    ladder = _ladder()
+    runs = tmp_path / "runs"
+    cfg, _ = ladder.rung_config(ROOT / "configs/ladder/m512_shared_h30.yaml", ladder.VAE, 0,
+                                runs)
+    assert cfg.vision_train.max_steps == 4000 and cfg.vision_train.max_epochs == 1
+    paths = run_paths(cfg, runs)
+    save_config(cfg, paths)
+    (paths.cell / "vision").mkdir()
+    (paths.cell / "vision" / "metrics.json").write_text(json.dumps({"steps": 974}))
+    (row,) = ladder.rung_rows(runs)
+    assert "V z 32, 1 ep = 974 steps (max_steps 4000) x 64," in row["budget"]
+    (paths.cell / "vision" / "metrics.json").write_text(json.dumps({"steps": 4000}))
+    (row,) = ladder.rung_rows(runs)
+    assert "V z 32, 4000 x 64," in row["budget"]
+
 def test_the_scaling_curve_is_read_from_the_ladders_rows(tmp_path):
     """benchmarks/scaling.py through its CLI: per V and data budget the seeds' real means,
     their mean and CI, the frames of the seeds' stores, the VAE-paired difference, a budget

@@ -546,6 +546,21 @@ def test_equal_seconds_budget_stops_training_on_time(doom_store, tmp_path):
     assert 0 < b["steps"] < 1000 * steps_per_epoch // 2
 
 
+
+def test_epochs_that_end_training_before_max_steps_are_said_and_recorded(doom_store, tmp_path,
+                                                                         capsys):
+    """max_epochs 1 on a small store is fewer steps than max_steps: V trains the epoch, the
+    stage says that max_epochs stopped it, and metrics.json's budget holds the steps trained
+    (a ladder rung at 200 episodes once trained 974 of the 4,000 steps its label gave)."""
+    out = tmp_path / "v"
+    assert _train_in_process(doom_store, out, ROOT / "configs/variants/vae.yaml",
+                             "--vision_train.max_epochs", 1,
+                             "--vision_train.max_steps", 10_000) == 0
+    b = json.loads((out / "metrics.json").read_text())["budget"]
+    assert b["kind"] == "steps" and 0 < b["steps"] == b["limit"] < 10_000
+    assert (f"train-vision: vision_train.max_epochs 1 is {b['steps']} steps on this store, "
+            "fewer than max_steps 10000") in capsys.readouterr().out
+
 def test_a_compute_budget_for_m_is_refused_in_one_line(tmp_path):
     from jepa_wm.config import check_train_config
     from jepa_wm.pipeline import resolve

@@ -259,6 +259,11 @@ def _budget(train_cfg: Any, sampler: StepBatches, flops: int) -> dict[str, Any]:
         kind, limit = "seconds", train_cfg.max_time
     else:
         kind, limit = "steps", sampler.total
+        if flops and 0 < sampler.total < train_cfg.max_steps:  # a silent cut mislabels V
+            print(f"train-vision: vision_train.max_epochs {train_cfg.max_epochs} is "
+                  f"{sampler.total} steps on this store, fewer than max_steps "
+                  f"{train_cfg.max_steps}: training stops at {sampler.total} (raise "
+                  "max_epochs to train max_steps)")
     return {"kind": kind, "limit": limit, "flops_per_step": flops}
 
 
