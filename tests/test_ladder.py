@@ -256,7 +256,6 @@ def test_a_row_at_a_compute_budget_names_it_and_the_steps_v_trained(tmp_path):
     assert "V z 32, 5.881e+13 FLOPs = 6281 steps x 64," in row["budget"]
 
 
-
 def test_a_row_whose_v_the_epochs_stopped_early_names_the_steps_it_trained(tmp_path):
     """doom_fast's max_epochs 1 is 974 steps of 64 on 200 episodes: a rung asking for 4,000
     without raising it trained 974, and its row says so instead of "4000 x 64"."""
@@ -279,6 +278,7 @@ def test_a_row_whose_v_the_epochs_stopped_early_names_the_steps_it_trained(tmp_p
     (paths.cell / "vision" / "metrics.json").write_text(json.dumps({"steps": 4000}))
     (row,) = ladder.rung_rows(runs)
     assert "V z 32, 4000 x 64," in row["budget"]
+
 
 def test_the_scaling_curve_is_read_from_the_ladders_rows(tmp_path):
     """benchmarks/scaling.py through its CLI: per V and data budget the seeds' real means,

@@ -557,7 +557,6 @@ def test_equal_seconds_budget_stops_training_on_time(doom_store, tmp_path):
     assert 0 < b["steps"] < 1000 * steps_per_epoch // 2
 
 
-
 def test_epochs_that_end_training_before_max_steps_are_said_and_recorded(doom_store, tmp_path,
                                                                          capsys):
     """max_epochs 1 on a small store is fewer steps than max_steps: V trains the epoch, the
@@ -571,6 +570,7 @@ def test_epochs_that_end_training_before_max_steps_are_said_and_recorded(doom_st
     assert b["kind"] == "steps" and 0 < b["steps"] == b["limit"] < 10_000
     assert (f"train-vision: vision_train.max_epochs 1 is {b['steps']} steps on this store, "
             "fewer than max_steps 10000") in capsys.readouterr().out
+
 
 def test_a_compute_budget_for_m_is_refused_in_one_line(tmp_path):
     from jepa_wm.config import check_train_config
