@@ -29,6 +29,9 @@ from ladder import RESULTS, _f, merged_rows, paired_table, sharpness
 from jepa_wm.report.stats import _mean
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The real score that solves DoomTakeCover (the paper's threshold): a seed counts as solved
+#: when its real mean reaches it; the plot draws it as a dashed line.
+SOLVED = 750
 
 
 def rung_names(rungs: list[Path]) -> dict[str, int]:
@@ -85,7 +88,7 @@ def summarise(variant: str, episodes: int, rs: list[dict]) -> dict:
             "seeds": [r["seed"] for r in rs], "means": means,
             "frames": _mean([r["frames"] for r in rs]),
             "n_seeds": len(rs), "real_mean": _mean(means), "ci_low": low, "ci_high": high,
-            "solved": sum(m >= 750 for m in means),
+            "solved": sum(m >= SOLVED for m in means),
             "death_sum": _mean([f.get("death_sum_per_episode") for f in fid]),
             "policy_ratio": _mean([f.get("policy_survival_ratio") for f in fid]),
             "hold_ratio": _mean([f.get("hold_survival_ratio_max") for f in fid]),
@@ -98,7 +101,8 @@ def write(pts: list[dict], rungs: list[Path], out: Path, png: Path) -> str:
     from jepa_wm.report import plot_scaling
 
     done = [p for p in pts if p["n_seeds"]]
-    plotted = plot_scaling([p for p in done if math.isfinite(p["frames"])], png)
+    plotted = plot_scaling([p for p in done if math.isfinite(p["frames"])], png,
+                           {f"solved ({SOLVED})": SOLVED})
     most = max((p["n_seeds"] for p in pts), default=0)
     named = " ".join(str(r.resolve().relative_to(ROOT)) if r.resolve().is_relative_to(ROOT)
                      else str(r) for r in rungs)

@@ -134,9 +134,11 @@ def plot_learning(runs: list[SeedRun], path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def plot_scaling(scaling: list[dict], path: Path) -> Path | None:
+def plot_scaling(scaling: list[dict], path: Path, marks: dict[str, float] | None = None
+                 ) -> Path | None:
     """Real score against the frames collected (log axis), mean and 95% CI over seeds, one
-    line per base variant: the data-scaling curve."""
+    line per base variant: the data-scaling curve. ``marks``: label -> score, drawn as
+    dashed horizontal lines (e.g. the score that solves the game)."""
     if not scaling:
         return None
     plt = _pyplot()
@@ -148,6 +150,8 @@ def plot_scaling(scaling: list[dict], path: Path) -> Path | None:
         err = np.array([[r["real_mean"] - r["ci_low"] for r in mine],
                         [r["ci_high"] - r["real_mean"] for r in mine]])
         ax.errorbar(x * (1 + 0.03 * i), y, yerr=err, fmt="o-", capsize=5, label=variant)
+    for label, score in (marks or {}).items():
+        ax.axhline(score, color="gray", linestyle="--", linewidth=1, label=label)
     ax.set_xscale("log")
     ax.set_xlabel("frames collected (log)")
     ax.set_ylabel("real return (mean, 95% CI over seeds)")
