@@ -149,6 +149,22 @@ def write(pts: list[dict], rungs: list[Path], out: Path, png: Path) -> str:
          "mean per-seed difference of the real means with a 95% bootstrap CI over seeds, "
          "and P(V > VAE) over all pairs of seeds."),
         ("episodes", "V", "V", "VAE"))]
+    steps: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
+    for p in done:  # each budget against the next smaller one that V ran, same seeds
+        smaller = [q for q in done if q["variant"] == p["variant"]
+                   and q["episodes"] < p["episodes"]]
+        if smaller:
+            q = max(smaller, key=lambda q: q["episodes"])
+            theirs = dict(zip(q["seeds"], q["means"]))
+            both = [(s, m, theirs[s]) for s, m in zip(p["seeds"], p["means"]) if s in theirs]
+            if both:
+                steps[(p["variant"], f"{q['episodes']:,} -> {p['episodes']:,}")] = both
+    lines += paired_table(
+        steps, "More data, same V",
+        ("Each V at a data budget against itself at the next smaller one, on the seeds both "
+         "ran (a seed's larger store begins with the smaller one's episodes, frame for "
+         "frame): does the real score climb with the data?"),
+        ("V", "episodes", "more", "fewer"))
     lines += [f"![data scaling]({png.name})" if plotted else
               "(no plot: no V has a finished point with a known store size)", ""]
     text = "\n".join(lines)

@@ -282,8 +282,9 @@ def test_a_row_whose_v_the_epochs_stopped_early_names_the_steps_it_trained(tmp_p
 
 def test_the_scaling_curve_is_read_from_the_ladders_rows(tmp_path):
     """benchmarks/scaling.py through its CLI: per V and data budget the seeds' real means,
-    their mean and CI, the frames of the seeds' stores, the VAE-paired difference, a budget
-    not run listed as such, and the plot; rungs at one budget are refused in one line."""
+    their mean and CI, the frames of the seeds' stores, the VAE-paired difference, each V
+    against itself one budget down, a budget not run listed as such, and the plot; rungs at
+    one budget are refused in one line."""
     import json
     import subprocess
 
@@ -315,6 +316,11 @@ def test_the_scaling_curve_is_read_from_the_ladders_rows(tmp_path):
     # the JEPA's stores are the VAE's (same rung and seed): their frames are known
     assert "| jepa_ema | 1,000 | 370,978 | 1 (of 2) | 200.0 |" in text
     assert "| 200 | jepa_ema | 0 | 300.0 | 400.0 | -100.0 [-100, -100] | 0 of 1 | 0.00 |" in text
+    # each V against itself one budget down, on the seeds both budgets ran (the JEPA's
+    # two budgets share no seed: no row)
+    assert ("| vae | 200 -> 1,000 | 0, 1 | 800.0, 700.0 | 400.0, 500.0 | +300.0 [+200, +400] "
+            "| 2 of 2 | 1.00 |") in text
+    assert "| jepa_ema | 200 -> 1,000 |" not in text
     assert (tmp_path / "scaling.png").stat().st_size > 0
     assert record.read_text().count('"rung"') == 6  # read, never rewritten
     one = subprocess.run([sys.executable, str(ROOT / "benchmarks/scaling.py"), rungs[1],
