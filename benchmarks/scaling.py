@@ -97,6 +97,12 @@ def summarise(variant: str, episodes: int, rs: list[dict]) -> dict:
                               / 60 for r in rs])}
 
 
+def same_seeds(p: dict, q: dict) -> list[tuple[int, float, float]]:
+    """The seeds both points ran, as ``(seed, p's real mean, q's real mean)``."""
+    theirs = dict(zip(q["seeds"], q["means"]))
+    return [(s, m, theirs[s]) for s, m in zip(p["seeds"], p["means"]) if s in theirs]
+
+
 def write(pts: list[dict], rungs: list[Path], out: Path, png: Path) -> str:
     from jepa_wm.report import plot_scaling
 
@@ -135,29 +141,23 @@ def write(pts: list[dict], rungs: list[Path], out: Path, png: Path) -> str:
             f"[{p['ci_low']:.0f}, {p['ci_high']:.0f}] | {p['solved']} of {p['n_seeds']} | "
             f"{_f(p['death_sum'], 2)} | {_f(p['policy_ratio'], 2)} | "
             f"{_f(p['hold_ratio'], 2)} | {'; '.join(p['sharp'])} | {_f(p['minutes'], 0)} |")
-    pairs: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
-    vae = {(p["episodes"], s): m for p in done if p["variant"] == "vae"
-           for s, m in zip(p["seeds"], p["means"])}
-    for p in done:
-        for s, m in zip(p["seeds"], p["means"]):
-            if p["variant"] != "vae" and (p["episodes"], s) in vae:
-                pairs.setdefault((f"{p['episodes']:,}", p["variant"]), []).append(
-                    (s, m, vae[(p["episodes"], s)]))
+    vae = {p["episodes"]: p for p in done if p["variant"] == "vae"}
+    pairs = {(f"{p['episodes']:,}", p["variant"]): both for p in done
+             if p["variant"] != "vae" and p["episodes"] in vae
+             and (both := same_seeds(p, vae[p["episodes"]]))}
     lines += ["", *paired_table(
         pairs, "Against the VAE at each budget",
         ("Each other V against the VAE at the same data budget on the seeds both ran: the "
          "mean per-seed difference of the real means with a 95% bootstrap CI over seeds, "
          "and P(V > VAE) over all pairs of seeds."),
         ("episodes", "V", "V", "VAE"))]
-    steps: dict[tuple[str, str], list[tuple[int, float, float]]] = {}
+    steps = {}
     for p in done:  # each budget against the next smaller one that V ran, same seeds
         smaller = [q for q in done if q["variant"] == p["variant"]
                    and q["episodes"] < p["episodes"]]
         if smaller:
             q = max(smaller, key=lambda q: q["episodes"])
-            theirs = dict(zip(q["seeds"], q["means"]))
-            both = [(s, m, theirs[s]) for s, m in zip(p["seeds"], p["means"]) if s in theirs]
-            if both:
+            if both := same_seeds(p, q):
                 steps[(p["variant"], f"{q['episodes']:,} -> {p['episodes']:,}")] = both
     lines += paired_table(
         steps, "More data, same V",
