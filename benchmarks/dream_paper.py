@@ -75,12 +75,12 @@ def immortal_memory(d: int = D, h: int = H, shared: bool = False) -> MDNRNNModul
     return m.eval()
 
 
-def controller(d: int = D, h: int = H, candidates: int = 64):
-    """A random CMA-ES population of C's acting on ``[z, h]``."""
+def controller(d: int = D, h: int = H, candidates: int = 64, kernel: str = "eager"):
+    """A random CMA-ES population of C's acting on ``[z, h]`` (``kernel`` as in the dream)."""
     dim = controller_input_dim(d, h, False)
     torch.manual_seed(1)
     return ControllerPopulation(0.1 * torch.randn(candidates, num_params(dim, ACTION)), dim,
-                                ACTION)
+                                ACTION, kernel=kernel)
 
 
 def time_plain(steps: int, pop) -> float:
@@ -98,11 +98,12 @@ def time_plain(steps: int, pop) -> float:
 
 
 @torch.no_grad()
-def time_ours(memory, precision: str, steps: int, pop, n: int = N) -> float:
+def time_ours(memory, precision: str, steps: int, pop, n: int = N, kernel: str = "eager"
+              ) -> float:
     """ms per step of ``Dream.step`` over ``n`` dreams (16 per candidate of ``pop``) with C
-    in the loop (every dream alive)."""
+    in the loop (every dream alive), with the ``eager`` or ``fused`` kernels."""
     dream = Dream(memory, torch.randn(100, memory.latent_dim), tau=TAU, done="sample",
-                  reward="survival", max_steps=10 ** 6, precision=precision)
+                  reward="survival", max_steps=10 ** 6, precision=precision, kernel=kernel)
     state = dream.reset(n, torch.Generator().manual_seed(0))
     owner = torch.arange(n) // 16
     for i in range(steps + 5):
@@ -123,32 +124,39 @@ def main() -> None:
     parser.add_argument("--profile", choices=["32", "bf16"],
                         help="Only print torch.profiler's table of ours at this precision "
                              "(the --steps steps; nothing written).")
+    parser.add_argument("--kernel", choices=["eager", "fused"], default="eager",
+                        help="The kernels --profile times.")
     parser.add_argument("--out", type=Path, default=RESULTS / "dream_paper.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
-        memory, pop = immortal_memory(), controller()
-        time_ours(memory, args.profile, 20, pop)  # warm-up
+        memory, pop = immortal_memory(), controller(kernel=args.kernel)
+        time_ours(memory, args.profile, 20, pop, kernel=args.kernel)  # warm-up
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            ms = time_ours(memory, args.profile, args.steps, pop)
-        print(f"ours {args.profile}: {ms:.2f} ms per step under the profiler")
+            ms = time_ours(memory, args.profile, args.steps, pop, kernel=args.kernel)
+        print(f"ours {args.profile} {args.kernel}: {ms:.2f} ms per step under the profiler")
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
         return
     load_start = loadavg()
     memory, pop = immortal_memory(), controller()
-    times: dict[str, list[float]] = {"plain": [], "ours fp32": [], "ours bf16": []}
-    for _ in range(args.repeats):  # interleaved: a load change hits all three alike
+    pops = {"eager": pop, "fused": controller(kernel="fused")}  # the same C's
+    ours = {f"ours {kernel} {name}": (precision, kernel) for kernel in ("eager", "fused")
+            for name, precision in (("fp32", "32"), ("bf16", "bf16"))}
+    times: dict[str, list[float]] = {"plain": [], **{name: [] for name in ours}}
+    for _ in range(args.repeats):  # interleaved: a load change hits every step alike
         times["plain"].append(time_plain(args.steps, pop))
-        times["ours fp32"].append(time_ours(memory, "32", args.steps, pop))
-        times["ours bf16"].append(time_ours(memory, "bf16", args.steps, pop))
+        for name, (precision, kernel) in ours.items():
+            times[name].append(time_ours(memory, precision, args.steps, pops[kernel],
+                                         kernel=kernel))
         print("  ".join(f"{k} {v[-1]:.2f} ms" for k, v in times.items()), flush=True)
     best = {k: min(v) for k, v in times.items()}
     generation = {}
     if args.generation:
-        for name, precision in (("ours fp32", "32"), ("ours bf16", "bf16")):
-            generation[name] = time_ours(memory, precision, 2100, pop) * 2.1
+        for name, (precision, kernel) in ours.items():
+            generation[name] = time_ours(memory, precision, 2100, pops[kernel],
+                                         kernel=kernel) * 2.1
             print(f"generation {name}: {generation[name]:.1f} s", flush=True)
     lines = [
         "# The dream at the paper's M size (`benchmarks/dream_paper.py`)", "",
@@ -169,7 +177,8 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     args.out.write_text(text)
     print(text)
-    print(f"ratio plain / ours bf16: {best['plain'] / best['ours bf16']:.2f}")
+    for name in ours:
+        print(f"ratio plain / {name}: {best['plain'] / best[name]:.2f}")
 
 
 if __name__ == "__main__":

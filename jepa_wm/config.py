@@ -130,6 +130,11 @@ class ControllerConfig:
             step in bf16 on cached bf16 weights; state, gates and sampling stay fp32: 2x
             faster at the paper's M size on a CPU with AMX, ``benchmarks/results/
             dream_paper.md``). Used by CMA-ES, the evaluation dreams and the fidelity dreams.
+        kernel: The dream step's elementwise work (the LSTM cell's nonlinearities, the
+            mixture draw): ``eager`` torch ops, or ``fused``, two C++ kernels built with the
+            machine's g++ on first use and cached (``jepa_wm.nets.fused``): the same numbers
+            to float rounding, 1.4-1.8x faster per step at the paper's M size
+            (``benchmarks/results/dream_paper.md``). Used wherever ``precision`` is.
         threads: torch CPU threads for CMA-ES's dreams (None = the process's count: all
             cores, or one per cell in a ``sweep --jobs 2``); real play always runs on one,
             its env workers take the other cores. A late generation of the solving budget
@@ -153,6 +158,7 @@ class ControllerConfig:
     real_check_episodes: int = 4
     workers: int = 2
     precision: Literal["32", "bf16"] = "32"
+    kernel: Literal["eager", "fused"] = "eager"
     threads: int | None = None
 
 
@@ -300,7 +306,7 @@ NEUTRAL = {"rollout_discount": 1.0, "context_frames": 1, "predictor_dropout": 0.
            "vicreg_smooth": 0.0, "idm_weight": 0.0, "sigreg_weighting": "convex",
            "task_weight": 0.0, "task_input": "predicted", "z_noise": 0.0, "max_flops": None,
            "max_time": None, "precision": "32", "memory_lr": None, "worlds": "last",
-           "pack": False}
+           "pack": False, "kernel": "eager"}
 
 
 def _drop_neutral(value: Any) -> Any:

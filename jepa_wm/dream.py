@@ -39,6 +39,7 @@ DONE_MODES = ("threshold", "sample")
 REWARD_MODES = ("head", "survival")
 START_MODES = ("episode", "random")
 PRECISIONS = {"32": torch.float32, "bf16": torch.bfloat16}
+KERNELS = ("eager", "fused")
 
 
 @dataclass
@@ -98,16 +99,20 @@ class Dream:
             plays C's memory: C reads its h and z in its standardisation, as a C trained
             with it reads them in the real game; ``memory`` is the world (next z, deaths).
             None: ``memory`` is both.
+        kernel: ``eager`` (torch ops) or ``fused``: the cell's nonlinearities and the
+            mixture draw in two C++ kernels built on first use (``jepa_wm.nets.fused``;
+            needs g++), the same numbers to float rounding.
     """
 
     def __init__(self, memory: MDNRNNModule, starts: torch.Tensor, tau: float = 1.0,
                  done: str = "threshold", reward: str = "head", max_steps: int = 2100,
                  compact: bool = True, start_sigma: torch.Tensor | None = None,
                  done_threshold: float = 0.5, precision: str = "32",
-                 observer: MDNRNNModule | None = None):
+                 observer: MDNRNNModule | None = None, kernel: str = "eager"):
         for name, value, accepted in (("done", done, DONE_MODES),
                                       ("reward", reward, REWARD_MODES),
-                                      ("precision", precision, tuple(PRECISIONS))):
+                                      ("precision", precision, tuple(PRECISIONS)),
+                                      ("kernel", kernel, KERNELS)):
             if value not in accepted:
                 raise UserError(f"dream {name}: {value!r}; accepted: {', '.join(accepted)}")
         if max_steps < 1:
@@ -132,6 +137,11 @@ class Dream:
         self.done_mode, self.reward_mode = done, reward
         self.max_steps, self.compact = max_steps, compact
         self.precision, self.matmul_dtype = precision, PRECISIONS[precision]
+        self.kernel = kernel
+        if kernel == "fused":  # build (or load) the kernels now: a missing compiler fails here
+            from jepa_wm.nets.fused import ops
+
+            ops()
         self.observer = None if observer is None else observer.eval()
         if observer is not None:
             if observer.latent_dim != memory.latent_dim or observer.action != memory.action:
@@ -188,22 +198,26 @@ class Dream:
         ``info`` gets ``hazard`` ``(N,)``: the hazard this step's death was drawn from.
         """
         a = self.action.vector(torch.as_tensor(action))
-        pred, h, c = self.net.step(state.z, a, state.h, state.c, self.matmul_dtype)
         D, n, g = self.latent_dim, state.n, state.generator
         # noise for all n dreams, then the live rows': the same draws with or without
         # compaction
-        shared = pred.logit_pi.dim() == 2
-        u_mix = torch.rand(n, 1 if shared else D, generator=g)
+        u_mix = torch.rand(n, 1 if self.net.shared_mixture else D, generator=g)
         eps = torch.randn(n, D, generator=g)
         u_done = torch.rand(n, generator=g)
         if len(state.index) < n:  # rows were dropped (with every row there, index = arange)
             u_mix, eps, u_done = u_mix[state.index], eps[state.index], u_done[state.index]
-        z = sample_gmm(pred, self.tau, uniform=u_mix, normal=eps)
-        p_done = self.memory.hazard(pred.done_logit)
+        if self.kernel == "fused":
+            z, head_reward, done_logit, h, c = self.net.dream_step(
+                state.z, a, state.h, state.c, self.matmul_dtype, self.tau, u_mix, eps)
+        else:
+            pred, h, c = self.net.step(state.z, a, state.h, state.c, self.matmul_dtype)
+            z = sample_gmm(pred, self.tau, uniform=u_mix, normal=eps)
+            head_reward, done_logit = pred.reward, pred.done_logit
+        p_done = self.memory.hazard(done_logit)
         if info is not None:
             info["hazard"] = p_done
         died = p_done > self.done_threshold if self.done_mode == "threshold" else u_done < p_done
-        reward = torch.ones_like(p_done) if self.reward_mode == "survival" else pred.reward
+        reward = torch.ones_like(p_done) if self.reward_mode == "survival" else head_reward
         t = state.t + 1
         done = died | (t >= self.max_steps) | ~state.alive
         reward = torch.where(state.alive, reward, torch.zeros_like(reward))
@@ -291,7 +305,8 @@ class DreamEnv(gym.Env):
         self.dream = Dream(dream.memory, dream.starts, dream.tau, dream.done_mode,
                            dream.reward_mode, dream.max_steps, compact=False,
                            start_sigma=dream.start_sigma, done_threshold=dream.done_threshold,
-                           precision=dream.precision, observer=dream.observer)
+                           precision=dream.precision, observer=dream.observer,
+                           kernel=dream.kernel)
         self.include_cell = include_cell
         size = dream.latent_dim + dream.hidden_size * (2 if include_cell else 1)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (size,), np.float32)

@@ -53,6 +53,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def cache_dir() -> Path:
+    """``$JEPA_WM_CACHE``, else ``$XDG_CACHE_HOME/jepa_wm``, else ``~/.cache/jepa_wm``."""
+    if os.environ.get("JEPA_WM_CACHE"):
+        return Path(os.environ["JEPA_WM_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "jepa_wm"
+
+
 def new_memmap(path: str | os.PathLike, dtype: Any, shape: tuple[int, ...]):
     """A new ``.npy`` file at ``path`` opened as a writable memory map, its disk blocks
     reserved up front: a full disk is then an ``OSError`` (ENOSPC) here, not a SIGBUS (the

@@ -205,3 +205,68 @@ def test_fitness_over_several_worlds_shares_each_candidate_s_rollouts_out():
     in_safe = counts // 2 + counts % 2  # 2, 3, 4 of 4, 5, 7
     np.testing.assert_allclose(mixed, (30 * in_safe + 1 * (counts - in_safe)) / counts)
     assert steps == int((30 * in_safe + (counts - in_safe)).sum())
+
+
+# ----------------------------------------------------------------------------- fused kernels
+
+
+def paper_like_memory(shared: bool) -> MDNRNNModule:
+    """An M with K = 5 and a live done head, sized so that every vector loop of the fused
+    kernels has full and partial blocks (D 20, H 72)."""
+    torch.manual_seed(3)
+    m = MDNRNNModule(latent_dim=20, action=DISCRETE, hidden_size=72, num_mixtures=5,
+                     shared_mixture=shared)
+    with torch.no_grad():
+        m.net.head.weight.mul_(4.0)  # peaked, spread mixtures: the draw has to pick
+        m.net.head.bias[-1] = -2.0
+    return m.eval()
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("precision", ["32", "bf16"])
+def test_fused_step_is_the_eager_step(shared, precision):
+    """``kernel: fused`` draws the z, h, c, hazard and reward the eager step draws from the
+    same noise (fp32: to float rounding; bf16: but where a value's rounding to bf16 flips)."""
+    memory = paper_like_memory(shared)
+    starts = torch.randn(30, 20, generator=torch.Generator().manual_seed(1))
+    out = {}
+    for kernel in ("eager", "fused"):
+        dream = Dream(memory, starts, tau=1.15, done="sample", precision=precision,
+                      kernel=kernel)
+        state = dream.reset(300, torch.Generator().manual_seed(5))
+        state.h.normal_(0, 0.5, generator=torch.Generator().manual_seed(6))  # a live cell
+        state.c.normal_(0, 1.0, generator=torch.Generator().manual_seed(7))
+        info = {}
+        nxt, z, reward, done = dream.step(state, torch.arange(300) % 3, info)
+        out[kernel] = (z, nxt.h, nxt.c, info["hazard"], reward, done)
+    (z, h, c, hazard, reward, done), (fz, fh, fc, fhazard, freward, fdone) = \
+        out["eager"], out["fused"]
+    assert z.std() > 0.5 and done.any() and not done.all()
+    if precision == "32":
+        torch.testing.assert_close(fz, z, atol=1e-5, rtol=1e-5)
+        for a, b in ((fh, h), (fc, c), (fhazard, hazard), (freward, reward)):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        assert torch.equal(fdone, done)
+    else:
+        assert ((fz - z).abs() < 1e-2).float().mean() > 0.995
+        torch.testing.assert_close(fh, h, atol=1e-5, rtol=1e-5)  # the cell: before bf16
+        assert ((fhazard - hazard).abs() < 1e-2).all()
+
+
+def test_fused_rollouts_are_the_eager_rollouts():
+    """Whole batches of dreams, compaction and deaths included, end alike in fp32."""
+    eager = play(make_dream())
+    fused = play(make_dream(kernel="fused"))
+    assert eager["lengths"].min() < eager["lengths"].max()
+    assert torch.equal(fused["lengths"], eager["lengths"])
+    torch.testing.assert_close(fused["returns"], eager["returns"], atol=1e-3, rtol=1e-4)
+
+
+def test_fused_kernels_leave_denormals_alone():
+    """The library is compiled with -ffast-math but not linked with it: gcc would add
+    crtfastmath.o, which flushes denormals to zero in every torch op of the process."""
+    from jepa_wm.nets.fused import ops
+
+    ops()
+    assert torch.tensor([1e-40]).mul(1.0).item() > 0
+    assert np.float32(1e-40) * np.float32(1.0) > 0

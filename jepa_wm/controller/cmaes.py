@@ -64,7 +64,8 @@ def make_dream(cc, memory, latents, store, tau: float | None = None,
     starts, sigma = dream_starts(latents, memory, cc.start, store)
     return Dream(memory, starts, tau=cc.tau if tau is None else tau, done=cc.done,
                  reward=cc.reward, max_steps=cc.max_steps, start_sigma=sigma,
-                 done_threshold=cc.done_threshold, precision=cc.precision, observer=observer)
+                 done_threshold=cc.done_threshold, precision=cc.precision, observer=observer,
+                 kernel=cc.kernel)
 
 
 def generation_seed(seed: int, generation: int, salt: int = 0) -> int:
@@ -184,7 +185,8 @@ class Trainer:
         R = self.cc.rollouts
         if self.cc.where == "dream":
             population = ControllerPopulation(torch.as_tensor(candidates, dtype=torch.float32),
-                                              self.input_dim, self.memory.action)
+                                              self.input_dim, self.memory.action,
+                                              kernel=self.cc.kernel)
             counts = np.r_[np.full(len(candidates) - 1, R), CENTER_FACTOR * R]
             return dream_fitness(self.dream, population, counts, seed, self.cc.include_cell)
         out = self.real(candidates, R, seed)  # real episodes are dear: R for the mean too

@@ -22,19 +22,13 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
+from jepa_wm.io import cache_dir
+
 #: The engine's executable name (``/proc/<pid>/comm``).
 ENGINE = "vizdoom"
 
 # os.chdir is process-wide: one engine start at a time changes it, and only for that call.
 _CWD_LOCK = threading.Lock()
-
-
-def cache_dir() -> Path:
-    """``$JEPA_WM_CACHE``, else ``$XDG_CACHE_HOME/jepa_wm``, else ``~/.cache/jepa_wm``."""
-    if os.environ.get("JEPA_WM_CACHE"):
-        return Path(os.environ["JEPA_WM_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "jepa_wm"
 
 
 def engine_children(pid: int | None = None) -> set[int]:

@@ -61,9 +61,12 @@ class ControllerPopulation:
         params: ``(P, num_params)`` flat vectors (one CMA-ES population).
         input_dim: Size of C's input.
         action: The action space (``ActionSpace`` or its dict).
+        kernel: ``eager`` (each row's weights gathered, then a batched matmul) or ``fused``
+            (one C++ pass over the rows, each reading its candidate's weights in place:
+            ``jepa_wm.nets.fused``); the same actions to float rounding.
     """
 
-    def __init__(self, params: torch.Tensor, input_dim: int, action):
+    def __init__(self, params: torch.Tensor, input_dim: int, action, kernel: str = "eager"):
         params = torch.as_tensor(params, dtype=torch.float32)
         P = params.shape[0]
         action = ActionSpace.of(action)
@@ -74,10 +77,21 @@ class ControllerPopulation:
         self.weight = params[:, :out * input_dim].reshape(P, out, input_dim)
         self.bias = params[:, out * input_dim:]
         self.action = action
+        self.fused = None
+        if kernel == "fused":
+            from jepa_wm.nets.fused import ops
+
+            self.fused = ops().population_linear
+            self.weight, self.bias = self.weight.contiguous(), self.bias.contiguous()
+        elif kernel != "eager":
+            raise ValueError(f"population kernel: {kernel!r}; accepted: eager, fused")
 
     def __call__(self, x: torch.Tensor, owner: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` ``(N, input_dim)``, ``owner`` int64 ``(N,)`` in ``[0, P)`` -> (env action,
         action vector) for the N rows, each computed with its owner's parameters."""
-        y = torch.einsum("noi,ni->no", self.weight[owner], x) + self.bias[owner]
+        if self.fused is not None:
+            y = self.fused(x.contiguous(), owner.contiguous(), self.weight, self.bias)
+        else:
+            y = torch.einsum("noi,ni->no", self.weight[owner], x) + self.bias[owner]
         return self.action.controller_action(y)

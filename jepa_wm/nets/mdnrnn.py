@@ -139,26 +139,64 @@ class MDNRNN(nn.Module):
         y = self.head(h) if hw is None else torch.addmm(hb, h.to(matmul_dtype), hw).float()
         return self.split_head(y), h, c
 
-    def _step_weights(self, dtype: torch.dtype):
+    def dream_step(self, z: torch.Tensor, a: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
+                   matmul_dtype: torch.dtype, tau: float, uniform: torch.Tensor,
+                   normal: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                              torch.Tensor]:
+        """``step`` and ``sample_gmm`` in one, the elementwise work in the fused C++
+        kernels (``jepa_wm.nets.fused``; no gradients): the same two matmuls, then the
+        cell's nonlinearities and the mixture draw each as one pass over the rows. The
+        head's cached weights put its mixture outputs component-major (``(K, D)``, not
+        ``(D, K)``), so the draw runs along D in vector registers.
+
+        Returns the drawn ``z`` ``(N, D)``, ``reward`` ``(N,)``, ``done_logit`` ``(N,)``,
+        new ``h`` and ``c``: the numbers of ``step`` + ``sample_gmm`` to float rounding.
+        """
+        from jepa_wm.nets.fused import ops
+
+        kernels = ops()
+        w, b, hw, hb = self._step_weights(matmul_dtype, component_major=True)
+        gates = torch.addmm(b, torch.cat([z, a, h], dim=-1).to(matmul_dtype), w)
+        h, c, h_low = kernels.lstm_cell(gates, c.contiguous())
+        y = torch.addmm(hb, h if h_low.numel() == 0 else h_low, hw)
+        z = kernels.sample_mixture(y, self.latent_dim, self.num_mixtures, self.shared_mixture,
+                                   check_tau(tau), uniform.contiguous(), normal.contiguous())
+        return z, y[:, -2].float(), y[:, -1].float(), h, c
+
+    def _step_weights(self, dtype: torch.dtype, component_major: bool = False):
         """For ``step`` without gradients: ``[W_ih, W_hh]^T`` ``(D + A + H, 4H)`` and the
-        summed bias with the g gate's block doubled, and for a dtype other than fp32 the
-        head's weight ``(H, out)`` and bias, all in ``dtype``; cached until the parameters
-        change (their version counters move on every in-place update)."""
+        summed bias with the g gate's block doubled, and for a dtype other than fp32 (or
+        ``component_major``) the head's weight ``(H, out)`` and bias, all in ``dtype``;
+        ``component_major`` orders the head's mixture outputs ``(K, D)`` (``dream_step``).
+        Cached until the parameters change (their version counters move on every in-place
+        update)."""
         p = self.lstm
         params = (p.weight_ih_l0, p.weight_hh_l0, p.bias_ih_l0, p.bias_hh_l0,
                   self.head.weight, self.head.bias)
-        key = (dtype, *((q.data_ptr(), q._version) for q in params))
+        key = (dtype, component_major, *((q.data_ptr(), q._version) for q in params))
         cache = self.__dict__.setdefault("_step_cache", {})
-        if cache.get(dtype, (None,))[0] != key:
+        if cache.get((dtype, component_major), (None,))[0] != key:
             H = self.hidden_size
             w = torch.cat([params[0], params[1]], dim=1).t().contiguous()
             b = params[2] + params[3]
             w[:, 2 * H:3 * H] *= 2.0
             b[2 * H:3 * H] *= 2.0
-            head = (None, None) if dtype == torch.float32 else \
-                (params[4].t().contiguous().to(dtype), params[5].to(dtype))
-            cache[dtype] = (key, (w.to(dtype), b.to(dtype), *head))
-        return cache[dtype][1]
+            head = (None, None)
+            if dtype != torch.float32 or component_major:
+                order = self._component_major() if component_major else slice(None)
+                head = (params[4][order].t().contiguous().to(dtype), params[5][order].to(dtype))
+            cache[(dtype, component_major)] = (key, (w.to(dtype), b.to(dtype), *head))
+        return cache[(dtype, component_major)][1]
+
+    def _component_major(self) -> torch.Tensor:
+        """The head's output columns reordered: each ``(D, K)`` block (mixture logits unless
+        shared, mu, log sigma) as ``(K, D)``; the rest in place."""
+        D, K, L = self.latent_dim, self.num_mixtures, self.n_logits
+        block = torch.arange(D * K).view(D, K).t().reshape(-1)
+        parts = [torch.arange(K) if self.shared_mixture else block,
+                 L + block, L + D * K + block, torch.arange(L + 2 * D * K, L + 2 * D * K + 2)]
+        return torch.cat(parts)
 
 
 def gmm_nll(z: torch.Tensor, logit_pi: torch.Tensor, mu: torch.Tensor,

@@ -25,7 +25,7 @@ def dream_settings(cfg: Namespace) -> dict:
     """The dream the figures are measured in: C's (τ, deaths) with the game's step limit."""
     cc = cfg.controller_train
     return {"tau": cc.tau, "done": cc.done, "done_threshold": cc.done_threshold,
-            "start": cc.start, "precision": cc.precision,
+            "start": cc.start, "precision": cc.precision, "kernel": cc.kernel,
             "max_steps": cfg.max_episode_steps or 2100,
             "dreams": cfg.evaluate.fidelity_dreams, "max_hold": cfg.max_hold,
             "hold_episodes": cfg.evaluate.fidelity_hold_episodes}
@@ -74,7 +74,8 @@ def fidelity_dream(cfg: Namespace, memory, latents, store):
     starts, sigma = dream_starts(latents, memory, settings["start"], store)
     return Dream(memory, starts, tau=settings["tau"], done=settings["done"],
                  reward="survival", max_steps=settings["max_steps"], start_sigma=sigma,
-                 done_threshold=settings["done_threshold"], precision=settings["precision"])
+                 done_threshold=settings["done_threshold"], precision=settings["precision"],
+                 kernel=settings["kernel"])
 
 
 def real_holds(cfg: Namespace) -> dict | None:
