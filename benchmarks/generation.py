@@ -9,7 +9,8 @@ drawn around the run's kept C at its last generation's step size, the population
 generation evaluates. The same candidates and noise at every setting; settings run
 alternated, ``--repeats`` times each.
 
-    python benchmarks/generation.py RUN [--threads 1 2] [--precision 32 bf16] [--repeats 2]
+    python benchmarks/generation.py RUN [--threads 1 2] [--precision 32 bf16]
+        [--kernel eager fused] [--repeats 2]
 
 RUN is a finished cell (``runs/<experiment>/<variant>/seed<k>``). Appends a table to
 ``benchmarks/results/generation.md`` with the command, CPU and load.
@@ -44,6 +45,8 @@ def main() -> int:
     parser.add_argument("run", type=Path, help="A finished cell.")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--precision", nargs="+", default=["32"], choices=["32", "bf16"])
+    parser.add_argument("--kernel", nargs="+", default=["eager"], choices=["eager", "fused"],
+                        help="controller_train.kernel values to time.")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS / "generation.md")
     args = parser.parse_args()
@@ -62,34 +65,35 @@ def main() -> int:
     rng = np.random.default_rng(cfg.seed)
     candidates = np.vstack([kept + sigma * rng.standard_normal((cc.popsize, kept.size)),
                             kept[None]]).astype(np.float32)
-    population = ControllerPopulation(torch.as_tensor(candidates),
-                                      controller_input_dim(memory.latent_dim,
-                                                           memory.net.hidden_size,
-                                                           cc.include_cell), memory.action)
+    input_dim = controller_input_dim(memory.latent_dim, memory.net.hidden_size,
+                                     cc.include_cell)
+    populations = {k: ControllerPopulation(torch.as_tensor(candidates), input_dim,
+                                           memory.action, kernel=k) for k in args.kernel}
     counts = np.r_[np.full(cc.popsize, cc.rollouts), CENTER_FACTOR * cc.rollouts]
     dreams = {}
-    for p in args.precision:  # the parsed section is a Namespace: set the key, build
-        cc.precision = p
-        dreams[p] = make_dream(cc, memory, latents, store)
-    settings = [(t, p) for t in args.threads for p in args.precision]
+    for p in args.precision:  # the parsed section is a Namespace: set the keys, build
+        for k in args.kernel:
+            cc.precision, cc.kernel = p, k
+            dreams[(p, k)] = make_dream(cc, memory, latents, store)
+    settings = [(t, p, k) for t in args.threads for p in args.precision for k in args.kernel]
     times: dict = {s: [] for s in settings}
     fitness: dict = {}
     load = loadavg()
     for _ in range(args.repeats):
-        for t, p in settings:
+        for t, p, k in settings:
             torch.set_num_threads(t)
             start = time.perf_counter()
-            scores, steps = dream_fitness(dreams[p], population, counts, cfg.seed,
+            scores, steps = dream_fitness(dreams[(p, k)], populations[k], counts, cfg.seed,
                                           cc.include_cell)
-            times[(t, p)].append(time.perf_counter() - start)
-            fitness[(t, p)] = (float(scores.mean()), steps)
-            print(f"generation: {t} threads, {p}: {times[(t, p)][-1]:.1f} s, {steps} dream "
-                  f"steps, mean fitness {scores.mean():.0f}", flush=True)
+            times[(t, p, k)].append(time.perf_counter() - start)
+            fitness[(t, p, k)] = (float(scores.mean()), steps)
+            print(f"generation: {t} threads, {p}, {k}: {times[(t, p, k)][-1]:.1f} s, {steps} "
+                  f"dream steps, mean fitness {scores.mean():.0f}", flush=True)
     base = min(times[settings[0]])
-    rows = [f"| {t} | {p} | {', '.join(f'{s:.1f}' for s in times[(t, p)])} | "
-            f"{fitness[(t, p)][1] / min(times[(t, p)]) / 1e3:.1f}k | "
-            f"{base / min(times[(t, p)]):.2f}x | {fitness[(t, p)][0]:.0f} |"
-            for t, p in settings]
+    rows = [f"| {t} | {p} | {k} | {', '.join(f'{s:.1f}' for s in times[(t, p, k)])} | "
+            f"{fitness[(t, p, k)][1] / min(times[(t, p, k)]) / 1e3:.1f}k | "
+            f"{base / min(times[(t, p, k)]):.2f}x | {fitness[(t, p, k)][0]:.0f} |"
+            for t, p, k in settings]
     openmp = ", ".join(f"{k}={os.environ.get(k, 'unset')}"
                        for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"))
     append_record(
@@ -102,8 +106,8 @@ def main() -> int:
         f"{cpu_name()}, {openmp}, load {load} before, {loadavg()} after; {cc.popsize} x "
         f"{cc.rollouts} dreams of up to {cc.max_steps} steps, z {memory.latent_dim}, LSTM "
         f"{memory.net.hidden_size}.",
-        "| threads | precision | seconds per generation | dream steps/s | gain | "
-        "mean fitness |\n|---:|---|---|---:|---:|---:|\n" + "\n".join(rows))
+        "| threads | precision | kernel | seconds per generation | dream steps/s | gain | "
+        "mean fitness |\n|---:|---|---|---|---:|---:|---:|\n" + "\n".join(rows))
     print(f"generation: appended {len(rows)} rows to {args.out}")
     return 0
 
