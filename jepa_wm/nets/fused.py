@@ -60,7 +60,12 @@ def build(path: Path) -> None:
         raise UserError(f"controller_train.kernel fused: no C++ compiler {cxx!r} on PATH to "
                         "build the fused dream kernels; accepted: install g++ (or set $CXX), "
                         "or kernel: eager")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"controller_train.kernel fused: cannot write the kernel cache "
+                        f"{path.parent} ({e.strerror}); accepted: a writable $JEPA_WM_CACHE, "
+                        "or kernel: eager") from e
     tmp = path.with_name(f".{path.stem}.{os.getpid()}")
     abi = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"
     root = Path(torch.__file__).parent  # a pip wheel's headers and libraries
