@@ -270,3 +270,22 @@ def test_fused_kernels_leave_denormals_alone():
     ops()
     assert torch.tensor([1e-40]).mul(1.0).item() > 0
     assert np.float32(1e-40) * np.float32(1.0) > 0
+
+
+def test_fused_rows_are_shared_out_over_threads_without_changing_a_bit():
+    """The kernels share rows out over torch's threads in chunks: 2 threads draw what 1
+    draws, exactly (a chunk writing to the wrong rows fails here)."""
+    memory = paper_like_memory(False)
+    starts = torch.randn(30, 20, generator=torch.Generator().manual_seed(1))
+    dream = Dream(memory, starts, tau=1.15, done="sample", precision="bf16", kernel="fused")
+    out = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        try:
+            state = dream.reset(512, torch.Generator().manual_seed(5))
+            for _ in range(3):
+                state, z, _, _ = dream.step(state, torch.arange(len(state.index)) % 3)
+            out.append((state.index, z, state.h))
+        finally:
+            torch.set_num_threads(1)
+    assert all(torch.equal(a, b) for a, b in zip(*out, strict=True))
