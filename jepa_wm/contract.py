@@ -66,8 +66,8 @@ ENV_KEYS = ("env", "image_size", "frame_skip", "max_episode_steps")
 #: limit, the number of dreams, the data policy played in them and the real hold episodes.
 DREAM_KEYS = ("controller_train.tau", "controller_train.done", "controller_train.done_threshold",
               "controller_train.start", "controller_train.precision", "controller_train.kernel",
-              "max_episode_steps",
-              "evaluate.fidelity_dreams", "max_hold", "evaluate.fidelity_hold_episodes")
+              "max_episode_steps", "evaluate.fidelity_dreams", "max_hold",
+              "evaluate.fidelity_hold_episodes")
 
 _STORE = ("collect", "")
 _V = ("train-vision", "final.ckpt")
