@@ -224,7 +224,8 @@ class Dream:
         view = None
         if state.view is not None:  # C's memory steps on what C saw and did, as in the game
             vz, vh, vc = state.view
-            _, vh, vc = self.observer.net.step(vz, a, vh, vc, self.matmul_dtype)
+            vh, vc = self.observer.net.cell(vz, a, vh, vc, self.matmul_dtype,
+                                            fused=self.kernel == "fused")
             view = (self._to_view(z), vh, vc)
         nxt = replace(state, z=z, h=h, c=c, alive=~done, t=t, view=view)
         if self.compact and bool(done.any()):  # nothing ended: the rows stay as they are

@@ -289,3 +289,18 @@ def test_fused_rows_are_shared_out_over_threads_without_changing_a_bit():
         finally:
             torch.set_num_threads(1)
     assert all(torch.equal(a, b) for a, b in zip(*out, strict=True))
+
+
+def test_fused_observer_keeps_the_eager_observer_s_memory():
+    """With an observer M, ``fused`` steps its cell in the kernel too: C reads the h the
+    eager observer keeps, and the dreams end alike."""
+    world, other = small_memory(-2.5, seed=0), small_memory(-2.5, seed=3)
+    starts = torch.randn(10, 8, generator=torch.Generator().manual_seed(1))
+    kw = {"done": "sample", "reward": "survival", "max_steps": 200, "tau": 1.15}
+    eager = Dream(world, starts, observer=other, **kw)
+    fused = Dream(world, starts, observer=other, kernel="fused", **kw)
+    assert torch.equal(play(fused)["lengths"], play(eager)["lengths"])
+    a = torch.arange(48) % 3
+    (e, *_), (f, *_) = (d.step(d.reset(48, seed=0), a) for d in (eager, fused))
+    torch.testing.assert_close(f.controller_input(), e.controller_input())
+    assert f.controller_input()[:, 8:].abs().sum() > 0  # the observer's h moved

@@ -119,8 +119,8 @@ class MDNRNN(nn.Module):
         and head) in bf16 on cached bf16 weights; the state, the gates' nonlinearities and
         the outputs stay fp32.
         """
-        x = torch.cat([z, a, h], dim=-1)
         if torch.is_grad_enabled():  # training through step(): a fresh graph, no caches
+            x = torch.cat([z, a, h], dim=-1)
             p = self.lstm
             gates = torch.addmm(p.bias_ih_l0 + p.bias_hh_l0, x,
                                 torch.cat([p.weight_ih_l0, p.weight_hh_l0], dim=1).t())
@@ -128,16 +128,30 @@ class MDNRNN(nn.Module):
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(c)
             return self.split_head(self.head(h)), h, c
-        w, b, hw, hb = self._step_weights(matmul_dtype)
-        gates = torch.addmm(b, x.to(matmul_dtype), w).float()
+        h, c = self.cell(z, a, h, c, matmul_dtype)
+        _, _, hw, hb = self._step_weights(matmul_dtype)
+        y = self.head(h) if hw is None else torch.addmm(hb, h.to(matmul_dtype), hw).float()
+        return self.split_head(y), h, c
+
+    def cell(self, z: torch.Tensor, a: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
+             matmul_dtype: torch.dtype = torch.float32, fused: bool = False
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The LSTM cell of ``step`` alone, no head (no gradients): new ``h``, ``c``. What a
+        dream's observer M needs (it only keeps C's memory). ``fused``: the nonlinearities
+        in the C++ kernel (``jepa_wm.nets.fused``)."""
+        w, b, _, _ = self._step_weights(matmul_dtype)
+        gates = torch.addmm(b, torch.cat([z, a, h], dim=-1).to(matmul_dtype), w)
+        if fused:
+            from jepa_wm.nets.fused import ops
+
+            h, c, _ = ops().lstm_cell(gates, c.contiguous())
+            return h, c
         # one in-place sigmoid over all four gates: the g block's weights are doubled in
         # the cache, and tanh(x) = 2 sigmoid(2x) - 1 (the four separate nonlinearities on
         # strided views took 2-3x as long at 1,024 x 512)
-        i, f, g, o = torch.sigmoid_(gates).chunk(4, dim=-1)
+        i, f, g, o = torch.sigmoid_(gates.float()).chunk(4, dim=-1)
         c = torch.addcmul(f * c, i, g.mul(2.0).sub_(1.0))
-        h = o * torch.tanh(c)
-        y = self.head(h) if hw is None else torch.addmm(hb, h.to(matmul_dtype), hw).float()
-        return self.split_head(y), h, c
+        return o * torch.tanh(c), c
 
     def dream_step(self, z: torch.Tensor, a: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
                    matmul_dtype: torch.dtype, tau: float, uniform: torch.Tensor,
