@@ -1,12 +1,13 @@
-// The dream step's elementwise work in two fused CPU kernels (issue 14): the LSTM cell's
-// nonlinearities and state update, and the mixture draw. Eager torch runs these as ~20
-// separate ops, each a pass over memory (the bf16 step spent most of its time there, not
-// in the two matmuls: benchmarks/results/speed.md §3). Here each row is read once.
+// The dream step's elementwise work in three fused CPU kernels (issue 14): the LSTM cell's
+// nonlinearities and state update, the mixture draw, and the CMA-ES population's linear C.
+// Eager torch runs these as ~20 separate ops (and a gathered copy of C's weights), each a
+// pass over memory: the bf16 step spent most of its time there, not in its two matmuls
+// (benchmarks/results/speed.md §3). Here each row is read once.
 //
 // Built and loaded by jepa_wm/nets/fused.py (g++ against torch's headers, cached per
 // source, CPU and torch). Rows are shared out with at::parallel_for on torch's threads.
-// The loops are written so that gcc vectorises them (-O3 -ffast-math: expf from glibc's
-// libmvec); the numbers match the eager step to float rounding (tests/test_fused.py).
+// The loops are written so that gcc vectorises them (-O3 -ffast-math -march=native, exp
+// inlined below); the numbers match the eager step to float rounding (tests/test_dream.py).
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -44,11 +45,12 @@ inline const float* row_as_float(const void* base, bool low, int64_t r, int64_t 
   return buf;
 }
 
-// exp(x) for the kernels' vectorised loops, inlined so that gcc keeps a whole loop in
-// vector registers (a libmvec call per 8 or 16 values spends its time in the calls): 2^n
-// from the exponent bits times a degree-6 polynomial of the remainder on [-ln2/2, ln2/2],
-// within 2 ulp of expf on the range the kernels see; x is clamped to [-87, 88], so
-// the result is finite and normal (sigmoid(-100) is 0 to float precision either way).
+// exp(x) for the kernels' vectorised loops, inlined, so that a loop needs no library call
+// (glibc's libmvec expf, called per 8 or 16 values, timed alike on the cell): 2^n from the exponent bits times Cephes' expf polynomial of
+// the remainder on [-ln2/2, ln2/2]. Within 5 ulp of exp on [-87, 88] as compiled here
+// (4.5 measured, at the top of the range; 1 ulp without -ffast-math). x is clamped to
+// [-87, 88], so the result is finite and normal (sigmoid(-100) is 0 to float precision
+// either way).
 inline float fast_exp(float x) {
   x = std::min(std::max(x, -87.0f), 88.0f);
   const float n = std::nearbyint(x * 1.44269504088896341f);
