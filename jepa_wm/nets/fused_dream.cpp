@@ -46,11 +46,11 @@ inline const float* row_as_float(const void* base, bool low, int64_t r, int64_t 
 }
 
 // exp(x) for the kernels' vectorised loops, inlined, so that a loop needs no library call
-// (glibc's libmvec expf, called per 8 or 16 values, timed alike on the cell): 2^n from the exponent bits times Cephes' expf polynomial of
-// the remainder on [-ln2/2, ln2/2]. Within 5 ulp of exp on [-87, 88] as compiled here
-// (4.5 measured, at the top of the range; 1 ulp without -ffast-math). x is clamped to
-// [-87, 88], so the result is finite and normal (sigmoid(-100) is 0 to float precision
-// either way).
+// (glibc's libmvec expf, called per 8 or 16 values, timed alike on the cell): 2^n from
+// the exponent bits times Cephes' expf polynomial of the remainder on [-ln2/2, ln2/2].
+// Within 5 ulp of exp on [-87, 88] as compiled here (4.5 measured, at the top of the
+// range; 1 ulp without -ffast-math). x is clamped to [-87, 88], so the result is finite
+// and normal (sigmoid(-100) is 0 to float precision either way).
 inline float fast_exp(float x) {
   x = std::min(std::max(x, -87.0f), 88.0f);
   const float n = std::nearbyint(x * 1.44269504088896341f);
