@@ -2,7 +2,8 @@
 first use, cached, and loaded as torch ops.
 
 ``ops()`` returns ``torch.ops.jepa_wm_fused`` with ``lstm_cell`` and ``sample_mixture``
-(``MDNRNN.dream_step`` calls them). The library is compiled once per source, CPU and torch
+(``MDNRNN.dream_step`` and ``MDNRNN.cell`` call them) and ``population_linear``
+(``ControllerPopulation``). The library is compiled once per source, CPU and torch
 build into ``<cache>/kernels/`` (``jepa_wm.io.cache_dir``), for this CPU (``-march=native``:
 the cache key holds the CPU's flags, so a copied cache never runs on a CPU it was not built
 for). It takes g++ (``$CXX``) and torch's headers, which a pip-installed torch carries; no
@@ -25,9 +26,10 @@ import torch
 from jepa_wm.io import UserError, cache_dir
 
 SOURCE = Path(__file__).with_name("fused_dream.cpp")
-#: -ffast-math lets gcc vectorise expf (glibc's libmvec); it is given to the compile only:
-#: at link time gcc 12 would add crtfastmath.o, which flushes denormals to zero for the
-#: whole process (every torch op, not only these kernels).
+#: -ffast-math lets gcc vectorise the loops' sums and min/max; it is given to the compile
+#: only: at link time gcc 12 would add crtfastmath.o, which flushes denormals to zero for
+#: the whole process (every torch op, not only these kernels). 512-bit vectors: the cell
+#: kernel 1.24-1.31 ms against 1.52 at 256 (1,024 x 512, one thread, the AMX Xeon).
 COMPILE = ["-O3", "-ffast-math", "-march=native", "-mprefer-vector-width=512", "-fopenmp",
            "-fPIC", "-std=c++20", "-fvisibility=hidden", "-w"]
 _loaded: Path | None = None
