@@ -304,3 +304,23 @@ def test_fused_observer_keeps_the_eager_observer_s_memory():
     (e, *_), (f, *_) = (d.step(d.reset(48, seed=0), a) for d in (eager, fused))
     torch.testing.assert_close(f.controller_input(), e.controller_input())
     assert f.controller_input()[:, 8:].abs().sum() > 0  # the observer's h moved
+
+
+def test_the_evaluation_dreams_play_c_on_the_dream_s_kernel(monkeypatch):
+    """``evaluate``'s dreams of one C (``dream_scores``) run C on the dream's kernel, and
+    end alike on either."""
+    from jepa_wm.controller import ControllerFile
+    from jepa_wm.controller.evaluate import dream_scores
+
+    kernels, population = [], ControllerFile.population
+    monkeypatch.setattr(ControllerFile, "population", lambda self, copies=1, kernel="eager":
+                        kernels.append(kernel) or population(self, copies, kernel))
+    dim = controller_input_dim(8, 32, False)
+    params = np.random.default_rng(0).standard_normal(num_params(dim, DISCRETE))
+    controller = ControllerFile(params.astype(np.float32), 8, 32, False, DISCRETE)
+    eager, fused = (dream_scores(make_dream(kernel=k), controller, 64, seed=0)
+                    for k in ("eager", "fused"))
+    assert kernels == ["eager", "fused"]
+    assert eager["lengths"].min() < eager["lengths"].max()
+    assert np.array_equal(fused["lengths"], eager["lengths"])
+    np.testing.assert_allclose(fused["returns"], eager["returns"], rtol=1e-4)

@@ -53,10 +53,11 @@ class ControllerFile:
     def input_dim(self) -> int:
         return self.latent_dim + self.hidden_size * (2 if self.include_cell else 1)
 
-    def population(self, copies: int = 1) -> ControllerPopulation:
-        """This controller as a population of ``copies`` identical candidates."""
+    def population(self, copies: int = 1, kernel: str = "eager") -> ControllerPopulation:
+        """This controller as a population of ``copies`` identical candidates (``kernel`` as
+        ``ControllerPopulation``'s)."""
         params = torch.as_tensor(self.params, dtype=torch.float32).expand(copies, -1)
-        return ControllerPopulation(params, self.input_dim, self.action)
+        return ControllerPopulation(params, self.input_dim, self.action, kernel=kernel)
 
     def save(self, path: str | Path) -> None:
         """Write ``best.npz`` atomically (no pickles: plain arrays and a JSON string)."""

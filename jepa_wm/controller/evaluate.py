@@ -44,8 +44,8 @@ def real_scores(env: EnvSettings, seed: int, vision, memory, controller: Control
 def dream_scores(dream: Dream, controller: ControllerFile, episodes: int,
                  seed: int) -> dict[str, np.ndarray]:
     """``episodes`` dreams (one batch) of ``controller``: their ``returns`` and
-    ``lengths``."""
-    population = controller.population(1)
+    ``lengths``. C acts on the dream's kernel (``controller_train.kernel``)."""
+    population = controller.population(1, kernel=dream.kernel)
     generator = torch.Generator().manual_seed(EVAL_SEED_BASE + seed)
     out = rollout(dream, lambda x, index: population(x, torch.zeros_like(index))[1], episodes,
                   generator, controller.include_cell)
