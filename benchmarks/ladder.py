@@ -36,7 +36,7 @@ from jsonargparse import Namespace
 from jepa_wm.config import MAX_HOLD, data_hash
 from jepa_wm.contract import STAGE, run_paths
 from jepa_wm.contract import STAGE_ORDER as STAGES
-from jepa_wm.io import atomic_path, read_json
+from jepa_wm.io import UserError, atomic_path, read_json
 from jepa_wm.pipeline import resolve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +90,11 @@ def share_upstream(cfg, out: Path, runs: Path) -> list[str]:
                 linked.append(f"store from {other.name}")
         for cell_cfg in other.glob(f"*/seed{cfg.seed}/config.yaml"):
             cell = cell_cfg.parent
-            theirs = resolve([EXPERIMENT, cell_cfg], cfg.seed, runs)
+            try:
+                theirs = resolve([EXPERIMENT, cell_cfg], cfg.seed, runs)
+            except UserError as e:  # a cell of options this code does not know (made by
+                print(f"ladder: nothing shared from {cell}: {e}")  # newer code) is no match
+                continue
             for depth, dirs in enumerate(SHARED_DIRS, start=1):
                 done = all((cell / d / "DONE.json").exists() for d in dirs)
                 if not done or stage_key(theirs, depth) != stage_key(cfg, depth):

@@ -401,3 +401,21 @@ def test_a_row_whose_v_the_code_would_no_longer_make_is_tagged_and_left_out(
         row["results"] = {"real_mean": 200.0}
         vae = {**row, "variant": "vae", "rung": cfg.experiment, "budget": "M 512"}
         assert bool(ladder.vae_pairs([row, vae])) != tagged
+
+
+def test_a_cell_made_with_options_this_code_does_not_know_is_passed_over(tmp_path, capsys):
+    """A cell whose config this code cannot read (newer code's options in it) shares
+    nothing, and the other cells still share: it stopped the whole rung before."""
+    ladder = _ladder()
+    runs = tmp_path / "runs"
+    base = ROOT / "configs/ladder/m512_shared_it1.yaml"
+    made = _finish_round_zero(ladder, base, runs)
+    alien = runs / "ladder_from_the_future" / "vae" / "seed0"
+    alien.mkdir(parents=True)
+    values = yaml.safe_load((made.cell / "config.yaml").read_text())
+    values["controller_train"]["warp_drive"] = True
+    (alien / "config.yaml").write_text(yaml.safe_dump(values))
+    lr = ROOT / "configs/ladder/m512_shared_it1_lr.yaml"
+    assert _shared(ladder, lr, runs) == dict.fromkeys(("vision", "latents", "memory",
+                                                       "controller"), True)
+    assert "nothing shared from" in capsys.readouterr().out
