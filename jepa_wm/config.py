@@ -309,9 +309,10 @@ NEUTRAL = {"rollout_discount": 1.0, "context_frames": 1, "predictor_dropout": 0.
            "pack": False, "kernel": "eager"}
 
 
-def _drop_neutral(value: Any) -> Any:
+def drop_neutral(value: Any) -> Any:
+    """``value`` with every option at its ``NEUTRAL`` value left out, at any depth."""
     if isinstance(value, dict):
-        return {k: _drop_neutral(v) for k, v in value.items()
+        return {k: drop_neutral(v) for k, v in value.items()
                 if not (k in NEUTRAL and v == NEUTRAL[k])}
     return value
 
@@ -320,7 +321,7 @@ def semantic_section(value: Any) -> Any:
     """A config section as the plain values its result depends on (speed-only keys and
     options at their ``NEUTRAL`` values out)."""
     if isinstance(value, Namespace):
-        return _drop_neutral({k: v for k, v in to_dict(value).items() if k not in SPEED_ONLY})
+        return drop_neutral({k: v for k, v in to_dict(value).items() if k not in SPEED_ONLY})
     return value
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from jsonargparse import Namespace
 
-from jepa_wm.config import data_hash, to_dict
+from jepa_wm.config import data_hash, drop_neutral, to_dict
 from jepa_wm.contract import STAGE, STAGE_ORDER, RunPaths, revision_entry, run_paths
 from jepa_wm.io import DONE_FILE, UserError, hash_obj, write_json, write_yaml
 
@@ -128,15 +128,18 @@ def is_complete(cfg: Namespace, runs: str | os.PathLike) -> bool:
 
 def save_config(cfg: Namespace, paths: RunPaths) -> None:
     """Write the resolved config to ``config.yaml``; a different earlier one is kept as
-    ``config.previous.yaml`` (nothing written is silently lost)."""
+    ``config.previous.yaml`` (nothing written is silently lost). One that differs only by
+    options at their ``NEUTRAL`` values (a key newer code added, at the value that changes
+    nothing) is the same config: it is rewritten in the new form, nothing kept aside."""
     target = paths.cell / "config.yaml"
     values = json.loads(json.dumps(schema_values(cfg), default=str))
     if target.exists():
         old = yaml.safe_load(target.read_text()) or {}
         if _semantic(old) == _semantic(values):  # e.g. only the sweep tag differs
             return
-        os.replace(target, paths.cell / "config.previous.yaml")
-        print(f"run: config of {paths.cell} changed; the old one is config.previous.yaml")
+        if drop_neutral(_semantic(old)) != drop_neutral(_semantic(values)):
+            os.replace(target, paths.cell / "config.previous.yaml")
+            print(f"run: config of {paths.cell} changed; the old one is config.previous.yaml")
     write_yaml(target, values)
 
 

@@ -107,6 +107,27 @@ def test_a_changed_config_keeps_the_previous_one(tmp_path, capsys):
     assert "config.previous.yaml" in capsys.readouterr().out
 
 
+def test_a_config_from_older_code_without_a_neutral_key_is_the_same_config(tmp_path, capsys):
+    """A key newer code added at its NEUTRAL value (``controller_train.kernel: eager``) does
+    not make a finished cell's config "changed": nothing is moved aside, the file takes the
+    new form. The same key at another value is a change."""
+    cfg = resolve(tmp_path)
+    paths = contract.run_paths(cfg, tmp_path)
+    pipeline.save_config(cfg, paths)
+    target = paths.cell / "config.yaml"
+    saved = yaml.safe_load(target.read_text())
+    older = {**saved, "controller_train": {k: v for k, v in saved["controller_train"].items()
+                                           if k != "kernel"}}
+    assert older != saved
+    target.write_text(yaml.safe_dump(older))
+    pipeline.save_config(cfg, paths)
+    assert not (paths.cell / "config.previous.yaml").exists()
+    assert yaml.safe_load(target.read_text()) == saved
+    assert "changed" not in capsys.readouterr().out
+    pipeline.save_config(resolve(tmp_path, **{"controller_train.kernel": "fused"}), paths)
+    assert yaml.safe_load((paths.cell / "config.previous.yaml").read_text()) == saved
+
+
 def test_the_stage_table_matches_every_stage_parser():
     """Each stage's path flags in the table are the ones its CLI parser takes (besides
     --out), and the table's order reads only from earlier stages."""
