@@ -3,6 +3,7 @@ tau = 1, the cell-level step against the LSTM, the checkpoint round trip."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import gymnasium as gym
@@ -114,6 +115,13 @@ def test_bf16_step_stays_close_to_fp32_and_follows_weight_changes():
         net.head.bias.add_(1.0)
         moved, _, _ = net.step(z, a, h, c, torch.bfloat16)
         torch.testing.assert_close(moved.mu, p16.mu + 1.0, atol=2e-2, rtol=0)
+        net.lstm.bias_hh_l0.add_(0.5)  # the cell's cached weights follow too, in both dtypes
+        for dtype in (torch.float32, torch.bfloat16):
+            fresh = copy.deepcopy(net)
+            fresh.__dict__.pop("_step_cache", None)
+            assert not torch.equal(net.step(z, a, h, c, dtype)[1], h32)
+            torch.testing.assert_close(net.step(z, a, h, c, dtype)[1:],
+                                       fresh.step(z, a, h, c, dtype)[1:], atol=0, rtol=0)
 
 
 def test_module_losses_and_checkpoint_round_trip(tmp_path):

@@ -129,7 +129,7 @@ class MDNRNN(nn.Module):
             h = torch.sigmoid(o) * torch.tanh(c)
             return self.split_head(self.head(h)), h, c
         h, c = self.cell(z, a, h, c, matmul_dtype)
-        _, _, hw, hb = self._step_weights(matmul_dtype)
+        hw, hb = self._head_weights(matmul_dtype)
         y = self.head(h) if hw is None else torch.addmm(hb, h.to(matmul_dtype), hw).float()
         return self.split_head(y), h, c
 
@@ -139,19 +139,23 @@ class MDNRNN(nn.Module):
         """The LSTM cell of ``step`` alone, no head (no gradients): new ``h``, ``c``. What a
         dream's observer M needs (it only keeps C's memory). ``fused``: the nonlinearities
         in the C++ kernel (``jepa_wm.nets.fused``)."""
-        w, b, _, _ = self._step_weights(matmul_dtype)
+        return self._cell(z, a, h, c, matmul_dtype, fused)[:2]
+
+    def _cell(self, z, a, h, c, matmul_dtype: torch.dtype, fused: bool):
+        """``cell``, plus the fused kernel's copy of the new h in ``matmul_dtype`` (what the
+        head's matmul takes; empty under fp32, and ``None`` for the eager path)."""
+        w, b = self._cell_weights(matmul_dtype)
         gates = torch.addmm(b, torch.cat([z, a, h], dim=-1).to(matmul_dtype), w)
         if fused:
             from jepa_wm.nets.fused import ops
 
-            h, c, _ = ops().lstm_cell(gates, c.contiguous())
-            return h, c
+            return ops().lstm_cell(gates, c.contiguous())
         # one in-place sigmoid over all four gates: the g block's weights are doubled in
         # the cache, and tanh(x) = 2 sigmoid(2x) - 1 (the four separate nonlinearities on
         # strided views took 2-3x as long at 1,024 x 512)
         i, f, g, o = torch.sigmoid_(gates.float()).chunk(4, dim=-1)
         c = torch.addcmul(f * c, i, g.mul(2.0).sub_(1.0))
-        return o * torch.tanh(c), c
+        return o * torch.tanh(c), c, None
 
     def dream_step(self, z: torch.Tensor, a: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
                    matmul_dtype: torch.dtype, tau: float, uniform: torch.Tensor,
@@ -169,39 +173,50 @@ class MDNRNN(nn.Module):
         """
         from jepa_wm.nets.fused import ops
 
-        kernels = ops()
-        w, b, hw, hb = self._step_weights(matmul_dtype, component_major=True)
-        gates = torch.addmm(b, torch.cat([z, a, h], dim=-1).to(matmul_dtype), w)
-        h, c, h_low = kernels.lstm_cell(gates, c.contiguous())
+        h, c, h_low = self._cell(z, a, h, c, matmul_dtype, fused=True)
+        hw, hb = self._head_weights(matmul_dtype, component_major=True)
         y = torch.addmm(hb, h if h_low.numel() == 0 else h_low, hw)
-        z = kernels.sample_mixture(y, self.latent_dim, self.num_mixtures, self.shared_mixture,
-                                   check_tau(tau), uniform.contiguous(), normal.contiguous())
+        z = ops().sample_mixture(y, self.latent_dim, self.num_mixtures, self.shared_mixture,
+                                 check_tau(tau), uniform.contiguous(), normal.contiguous())
         return z, y[:, -2].float(), y[:, -1].float(), h, c
 
-    def _step_weights(self, dtype: torch.dtype, component_major: bool = False):
+    def _cell_weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """For ``step`` without gradients: ``[W_ih, W_hh]^T`` ``(D + A + H, 4H)`` and the
-        summed bias with the g gate's block doubled, and for a dtype other than fp32 (or
-        ``component_major``) the head's weight ``(H, out)`` and bias, all in ``dtype``;
-        ``component_major`` orders the head's mixture outputs ``(K, D)`` (``dream_step``).
-        Cached until the parameters change (their version counters move on every in-place
-        update)."""
+        summed bias, the g gate's block doubled, in ``dtype`` (cached)."""
         p = self.lstm
-        params = (p.weight_ih_l0, p.weight_hh_l0, p.bias_ih_l0, p.bias_hh_l0,
-                  self.head.weight, self.head.bias)
-        key = (dtype, component_major, *((q.data_ptr(), q._version) for q in params))
-        cache = self.__dict__.setdefault("_step_cache", {})
-        if cache.get((dtype, component_major), (None,))[0] != key:
+
+        def make():
             H = self.hidden_size
-            w = torch.cat([params[0], params[1]], dim=1).t().contiguous()
-            b = params[2] + params[3]
+            w = torch.cat([p.weight_ih_l0, p.weight_hh_l0], dim=1).t().contiguous()
+            b = p.bias_ih_l0 + p.bias_hh_l0
             w[:, 2 * H:3 * H] *= 2.0
             b[2 * H:3 * H] *= 2.0
-            head = (None, None)
-            if dtype != torch.float32 or component_major:
-                order = self._component_major() if component_major else slice(None)
-                head = (params[4][order].t().contiguous().to(dtype), params[5][order].to(dtype))
-            cache[(dtype, component_major)] = (key, (w.to(dtype), b.to(dtype), *head))
-        return cache[(dtype, component_major)][1]
+            return w.to(dtype), b.to(dtype)
+        return self._cached(("cell", dtype), make, p.weight_ih_l0, p.weight_hh_l0,
+                            p.bias_ih_l0, p.bias_hh_l0)
+
+    def _head_weights(self, dtype: torch.dtype, component_major: bool = False):
+        """The head's weight ``(H, out)`` and bias in ``dtype`` (cached), or ``(None,
+        None)`` for fp32 in the natural order (``self.head`` is used as it is then).
+        ``component_major`` orders the mixture outputs ``(K, D)`` (``dream_step``)."""
+        if dtype == torch.float32 and not component_major:
+            return None, None
+        weight, bias = self.head.weight, self.head.bias
+
+        def make():
+            order = self._component_major() if component_major else slice(None)
+            return weight[order].t().contiguous().to(dtype), bias[order].to(dtype)
+        return self._cached(("head", dtype, component_major), make, weight, bias)
+
+    def _cached(self, name: tuple, make, *params: torch.Tensor):
+        """``make()``, kept under ``name`` until one of ``params`` changes (its storage, or
+        its version counter, which moves on every in-place update)."""
+        key = tuple((q.data_ptr(), q._version) for q in params)
+        cache = self.__dict__.setdefault("_step_cache", {})
+        if cache.get(name, (None,))[0] != key:
+            with torch.no_grad():
+                cache[name] = (key, make())
+        return cache[name][1]
 
     def _component_major(self) -> torch.Tensor:
         """The head's output columns reordered: each ``(D, K)`` block (mixture logits unless
