@@ -518,6 +518,34 @@ def option_summary(rows: list[dict]) -> list[str]:
         ("rung", "other", "rung", "other"))
 
 
+def pair_rows(rows: list[dict], rung: str, other: str) -> list[str]:
+    """``rung`` against ``other`` on the seeds both scored (e.g. a speed option against the
+    budget it speeds up, on the same stores): the paired real means with a 95% CI over the
+    seeds, then each seed's fidelity figures side by side."""
+    scored = {(r["rung"], r["seed"]): r for r in rows if compared(r)}
+    names = {r["rung"] for r in rows}
+    for name in (rung, other):
+        if name not in names:
+            raise SystemExit(f"--pair: no rung {name!r} in the record; it has "
+                             f"{', '.join(sorted(names))}")
+    seeds = sorted(s for (n, s) in scored if n == rung and (other, s) in scored)
+    table = paired_table(
+        {(rung, other): [(s, scored[(rung, s)]["results"]["real_mean"],
+                          scored[(other, s)]["results"]["real_mean"]) for s in seeds]},
+        f"{rung} against {other}",
+        "Real means on the seeds both rungs scored, then their fidelity seed by seed.",
+        ("rung", "other", "rung", "other"))
+    lines = table or [f"{rung} and {other} have no scored seed in common"]
+    lines += ["| seed | rung | " + " | ".join(name for name, _, _ in WHY) + " |",
+              "|---:|---|" + "---:|" * len(WHY)]
+    for s in seeds:
+        for name in (rung, other):
+            lines.append(f"| {s} | {name} | " + " | ".join(
+                _f(read({"probes": {}, **scored[(name, s)]}), digits)
+                for _, read, digits in WHY) + " |")
+    return lines
+
+
 def touching(f: dict) -> str:
     """M / game where a fireball touches, with the share of M's hazard there against the
     share of the game's deaths there when the run recorded them."""
@@ -652,7 +680,14 @@ def main() -> None:
     parser.add_argument("--until", default=None, help="Stop every rung after this stage.")
     parser.add_argument("--report", action="store_true", help="Only rewrite the results.")
     parser.add_argument("--out", type=Path, default=RESULTS / "transfer_ladder.md")
+    parser.add_argument("--pair", nargs=2, metavar=("RUNG", "OTHER"), default=None,
+                        help="Only print RUNG against OTHER (row names of the record, e.g. "
+                             "ladder_m512_shared_h30_it1_fast ladder_m512_shared_h30_it1) on "
+                             "their common seeds: real means and fidelity side by side.")
     args = parser.parse_args()
+    if args.pair:
+        print("\n".join(pair_rows(read_json(args.out.with_suffix(".json")), *args.pair)))
+        return
     runs = args.runs.resolve()
     runs.mkdir(parents=True, exist_ok=True)
     load = loadavg()

@@ -419,3 +419,38 @@ def test_a_cell_made_with_options_this_code_does_not_know_is_passed_over(tmp_pat
     assert _shared(ladder, lr, runs) == dict.fromkeys(("vision", "latents", "memory",
                                                        "controller"), True)
     assert "nothing shared from" in capsys.readouterr().out
+
+
+def test_pair_prints_one_rung_against_another_on_their_common_seeds(tmp_path):
+    """``ladder.py --pair RUNG OTHER`` (the real CLI, on a record file) pairs the two rungs'
+    real means on the seeds both scored, sets their fidelity side by side, and names the
+    rungs the record has when one is not in it."""
+    import json
+    import subprocess
+
+    def row(rung, seed, real, ratio):
+        return {"rung": rung, "variant": "vae", "seed": seed, "budget": "",
+                "results": {"real_mean": real}, "fidelity": {"policy_survival_ratio": ratio}}
+
+    rows = [row("full", 0, 800.0, 1.1), row("full", 1, 760.0, 0.9), row("full", 2, 700.0, 1.0),
+            row("fast", 0, 780.0, 1.0), row("fast", 1, 790.0, 0.95), row("fast", 3, 10.0, 2.0)]
+    (tmp_path / "record.json").write_text(json.dumps(rows))
+
+    def pair(*names):
+        return subprocess.run(
+            [sys.executable, "ladder.py", "--pair", *names, "--out", str(tmp_path / "record.md")],
+            cwd=ROOT / "benchmarks", capture_output=True, text=True)
+
+    done = pair("fast", "full")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    cells = _only_row(lines, "fast", left_out="full")
+    assert cells[:5] == ["fast", "full", "0, 1", "780.0, 790.0", "800.0, 760.0"]
+    assert cells[5].startswith("+5.0 [") and cells[6] == "1 of 2"
+    by_seed = [line for line in lines if line.startswith(("| 0 |", "| 1 |"))]
+    assert len(by_seed) == 4 and "| 1 | fast |" in by_seed[2] and "0.95" in by_seed[2]
+    assert not any(line.startswith(("| 2 |", "| 3 |")) for line in lines)
+    unknown = pair("fast", "nowhere")
+    assert unknown.returncode != 0
+    assert unknown.stderr.strip().splitlines()[-1] == \
+        "--pair: no rung 'nowhere' in the record; it has fast, full"
