@@ -6,6 +6,10 @@ Each stage skips itself when its ``DONE.json`` matches its config hash and resum
 partial. On top of that the pipeline records a fingerprint per stage (its resolved config
 plus the ``DONE.json`` stamps of its inputs), so a finished stage is not even started
 again, and a stage whose input was redone is always called again.
+
+A finished stage whose output was deleted afterwards (a rollout store removed to free disk)
+is *pruned*: it counts as done, with the stamp its completion recorded, as long as no stage
+that has to run reads it; when one does, it is made again (and everything after it).
 """
 
 from __future__ import annotations
@@ -71,13 +75,15 @@ def _semantic(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k not in NON_SEMANTIC_KEYS}
 
 
-def fingerprint(stage: str, stage_cfg: Namespace, paths: RunPaths) -> str:
+def fingerprint(stage: str, stage_cfg: Namespace, paths: RunPaths,
+                record: dict | None = None) -> str:
     """Hash of a stage's resolved config, its code revision and the completions of its
-    inputs."""
+    inputs (an input whose output was deleted: the stamp ``record`` kept of it)."""
     # Path flags are left out: they follow from the run's identity, and the inputs' stamps
     # below say whether what is behind them changed.
     semantic = _semantic(schema_values(stage_cfg))
-    inputs = {up: done_stamp(paths.stage_dir(up)) for up in STAGE[stage].upstream}
+    inputs = {up: done_stamp(paths.stage_dir(up)) or (record or {}).get(up, {}).get("stamp")
+              for up in STAGE[stage].upstream}
     return hash_obj({"stage": stage, "cfg": semantic, "inputs": inputs,
                      **revision_entry(stage, semantic)}, n=16)
 
@@ -106,24 +112,41 @@ def read_record(paths: RunPaths) -> dict:
         return {}
 
 
-def stage_is_current(stage: str, fp: str, record: dict, paths: RunPaths) -> bool:
-    """True when ``stage`` finished for this exact fingerprint (nothing to do)."""
-    return (record.get(stage, {}).get("fingerprint") == fp
-            and (paths.stage_dir(stage) / DONE_FILE).exists())
+def plan(cfg: Namespace, paths: RunPaths, record: dict,
+         stages: Sequence[str] = STAGE_ORDER) -> dict[str, str]:
+    """Each of ``stages`` as ``done`` (finished for this config and inputs), ``pruned``
+    (finished, its output deleted since, and no stage that runs reads it) or ``todo``.
+    A stage after one that runs is ``todo`` too (its input will change), and so is a
+    pruned stage that one of them reads."""
+    status: dict[str, str] = {}
+    for stage in stages:
+        stage_cfg, _ = stage_config(stage, cfg, paths)
+        done = record.get(stage, {})
+        if done.get("fingerprint") != fingerprint(stage, stage_cfg, paths, record) or \
+                any(status.get(up) == "todo" for up in STAGE[stage].upstream):
+            status[stage] = "todo"
+        elif (paths.stage_dir(stage) / DONE_FILE).exists():
+            status[stage] = "done"
+        else:
+            status[stage] = "pruned" if done.get("stamp") else "todo"
+    changed = True
+    while changed:
+        changed = False
+        for stage in stages:
+            readers = [s for s in stages if stage in STAGE[s].upstream]
+            if status[stage] != "todo" and (
+                    any(status.get(up) == "todo" for up in STAGE[stage].upstream) or
+                    (status[stage] == "pruned" and any(status[s] == "todo" for s in readers))):
+                status[stage], changed = "todo", True
+    return status
 
 
 def is_complete(cfg: Namespace, runs: str | os.PathLike) -> bool:
-    """True when every stage of this run is done for the resolved ``cfg`` (a sweep skips
-    such cells without starting them)."""
+    """True when every stage of this run is done (or pruned) for the resolved ``cfg`` (a
+    sweep skips such cells without starting them)."""
     paths = run_paths(cfg, runs)
     record = read_record(paths)
-    if not record:
-        return False
-    for stage in STAGE_ORDER:
-        stage_cfg, _ = stage_config(stage, cfg, paths)
-        if not stage_is_current(stage, fingerprint(stage, stage_cfg, paths), record, paths):
-            return False
-    return True
+    return bool(record) and "todo" not in plan(cfg, paths, record).values()
 
 
 def save_config(cfg: Namespace, paths: RunPaths) -> None:
@@ -143,14 +166,23 @@ def save_config(cfg: Namespace, paths: RunPaths) -> None:
     write_yaml(target, values)
 
 
-def _run_stage(stage: str, cfg: Namespace, paths: RunPaths, record: dict) -> str:
-    """Run one stage unless current; update ``record``; return ``ran`` or ``skipped``."""
+def _run_stage(stage: str, cfg: Namespace, paths: RunPaths, record: dict,
+               pruned: bool = False) -> str:
+    """Run one stage unless current (``pruned``: also when its output is gone); update
+    ``record``; return ``ran`` or ``skipped``."""
     stage_cfg, module = stage_config(stage, cfg, paths)
-    fp = fingerprint(stage, stage_cfg, paths)
+    fp = fingerprint(stage, stage_cfg, paths, record)
     out = paths.stage_dir(stage)
-    if stage_is_current(stage, fp, record, paths):
-        print(f"run: {stage:<17} skipped (done)  {out}")
-        return "skipped"
+    if record.get(stage, {}).get("fingerprint") == fp:
+        stamp = done_stamp(out)
+        if stamp is not None:
+            record[stage]["stamp"] = stamp  # this completion's (older records had none)
+            print(f"run: {stage:<17} skipped (done)  {out}")
+            return "skipped"
+        if pruned:
+            print(f"run: {stage:<17} skipped (done; its output was deleted, and no stage "
+                  f"that runs reads it)  {out}")
+            return "skipped"
     before = done_stamp(out)
     start = time.perf_counter()
     lock = file_lock(paths.store / ".lock") if stage == "collect" else contextlib.nullcontext()
@@ -165,7 +197,7 @@ def _run_stage(stage: str, cfg: Namespace, paths: RunPaths, record: dict) -> str
         wall = seconds
     else:  # the stage found itself done (e.g. a store collected by another variant)
         wall = record.get(stage, {}).get("wall_time") or json.loads(after[0]).get("wall_time")
-    record[stage] = {"fingerprint": fp, "wall_time": wall, "out": str(out)}
+    record[stage] = {"fingerprint": fp, "wall_time": wall, "out": str(out), "stamp": after}
     what = f"done in {seconds:.1f}s" if ran else "skipped (done)"
     print(f"run: {stage:<17} {what}  {out}")
     return "ran" if ran else "skipped"
@@ -188,9 +220,10 @@ def run(cfg: Namespace, runs: str | os.PathLike, until: str | None = None) -> di
     with file_lock(paths.cell / ".lock"):
         save_config(cfg, paths)
         record = read_record(paths)
+        pruned = {s for s, v in plan(cfg, paths, record, stages).items() if v == "pruned"}
         status = {}
         for stage in stages:
-            status[stage] = _run_stage(stage, cfg, paths, record)
+            status[stage] = _run_stage(stage, cfg, paths, record, stage in pruned)
             write_json(paths.cell / PIPELINE_FILE, {
                 "stages": record, "experiment": cfg.experiment, "variant": cfg.variant,
                 "seed": cfg.seed, "data_hash": data_hash(cfg), "store": str(paths.store)})

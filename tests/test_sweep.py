@@ -168,6 +168,37 @@ def test_second_run_of_a_finished_run_does_no_work(smoke_runs):
 
 
 @pytest.mark.slow
+def test_a_finished_sweep_whose_stores_were_deleted_stays_finished(smoke_runs, tmp_path):
+    """Deleting the rollout stores of a finished sweep (to free disk) leaves its cells
+    finished: a second sweep and a run do no work and make no store again. A cell that must
+    run a stage again (here C, with another search) gets its store back first."""
+    import shutil
+
+    from jepa_wm import pipeline
+
+    runs = tmp_path / "runs"  # a copy (mtimes kept), so the shared smoke_runs stays whole
+    shutil.copytree(smoke_runs / "smoke", runs / "smoke", symlinks=True)
+    shutil.rmtree(runs / "smoke" / "data")
+    markers = sorted((runs / "smoke").rglob("DONE.json"))
+    before = {p: p.stat().st_mtime_ns for p in markers}
+    again = jepa_wm("sweep", "configs/sweeps/smoke.yaml", "--out", runs)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "4 done, 0 to run" in again.stdout
+    out = jepa_wm("run", "--config", SMOKE, "--config", VAE, "--seed", 0, "--out", runs)
+    assert out.returncode == 0, out.stderr
+    assert "ran nothing" in out.stdout and out.stdout.count("output was deleted") == 1
+    assert not (runs / "smoke" / "data").exists()
+    assert {p: p.stat().st_mtime_ns for p in markers} == before
+    cfg = pipeline.resolve([SMOKE, VAE], 0, runs, {"controller_train.generations": 4})
+    paths = contract.run_paths(cfg, runs)
+    status = pipeline.plan(cfg, paths, pipeline.read_record(paths))
+    assert status["collect"] == status["train-controller"] == status["evaluate"] == "todo"
+    same = pipeline.resolve([SMOKE, VAE], 0, runs)
+    assert set(pipeline.plan(same, paths, pipeline.read_record(paths)).values()) == \
+        {"done", "pruned"}
+
+
+@pytest.mark.slow
 def test_transfer_benchmark_reports_a_finished_sweep_without_rerunning_it(smoke_runs,
                                                                            tmp_path):
     markers = sorted((smoke_runs / "smoke").rglob("DONE.json"))
