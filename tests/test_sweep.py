@@ -175,6 +175,8 @@ def test_a_finished_sweep_whose_stores_were_deleted_stays_finished(smoke_runs, t
     import shutil
 
     from jepa_wm import pipeline
+    from jepa_wm.report.runs import find_runs
+    from jepa_wm.report.stats import store_frames
 
     runs = tmp_path / "runs"  # a copy (mtimes kept), so the shared smoke_runs stays whole
     shutil.copytree(smoke_runs / "smoke", runs / "smoke", symlinks=True)
@@ -189,6 +191,11 @@ def test_a_finished_sweep_whose_stores_were_deleted_stays_finished(smoke_runs, t
     assert "ran nothing" in out.stdout and out.stdout.count("output was deleted") == 1
     assert not (runs / "smoke" / "data").exists()
     assert {p: p.stat().st_mtime_ns for p in markers} == before
+    cell = runs / "smoke" / "vae" / "seed0"  # its report still knows the store's size
+    assert json.loads((cell / "pipeline.json").read_text())["store"].startswith(str(runs))
+    frames = {(r.variant, r.seed): store_frames(r) for r in find_runs(smoke_runs / "smoke")}
+    assert all(f > 0 for f in frames.values())
+    assert {(r.variant, r.seed): store_frames(r) for r in find_runs(runs / "smoke")} == frames
     cfg = pipeline.resolve([SMOKE, VAE], 0, runs, {"controller_train.generations": 4})
     paths = contract.run_paths(cfg, runs)
     status = pipeline.plan(cfg, paths, pipeline.read_record(paths))

@@ -152,15 +152,25 @@ EPISODES_PART = re.compile(r"--episodes=(\d+)")
 
 
 def store_frames(run: SeedRun) -> float:
-    """Frames in the rollout store the run trained on (from its meta.json), or NaN."""
+    """Frames in the rollout store the run trained on (from its meta.json; a store deleted
+    since: as its latent set recorded it), or NaN."""
     import json
     from pathlib import Path
 
+    from jepa_wm.contract import STAGE
+
     store = (run.pipeline or {}).get("store")
-    try:
-        return float(json.loads((Path(store) / "rollouts" / "meta.json").read_text())["frames"])
-    except (TypeError, OSError, ValueError, KeyError):
-        return math.nan
+    where = [(Path(store) / "rollouts" / "meta.json", ("frames",))] if store else []
+    where.append((run.folder / STAGE["encode"].folder / "meta.json", ("store_identity", "frames")))
+    for meta, keys in where:
+        try:
+            value = json.loads(meta.read_text())
+            for k in keys:
+                value = value[k]
+            return float(value)
+        except (TypeError, OSError, ValueError, KeyError):
+            continue
+    return math.nan
 
 
 def scaling_rows(rows: list[dict], runs: list[SeedRun]) -> list[dict[str, Any]]:
