@@ -240,11 +240,13 @@ def base_rung(cell: Path) -> str | None:
 
 
 def store_frames(cell: Path) -> int | None:
-    """The frames in the cell's rollout store (the folder its ``pipeline.json`` says collect
-    wrote), None before it is collected or when it is gone."""
-    out = (((_read(cell / "pipeline.json") or {}).get("stages") or {}).get("collect") or {}
-           ).get("out")
-    return None if out is None else (_read(Path(out) / "meta.json") or {}).get("frames")
+    """The frames in the cell's rollout store (a store deleted since: as the cell's latent
+    set recorded them), None before it is collected and encoded."""
+    from jepa_wm.report.runs import SeedRun
+    from jepa_wm.report.stats import store_frames as frames
+
+    n = frames(SeedRun(cell.parent.name, 0, cell, pipeline=_read(cell / "pipeline.json")))
+    return None if math.isnan(n) else int(n)
 
 
 def rung_rows(runs: Path) -> list[dict]:

@@ -454,3 +454,23 @@ def test_pair_prints_one_rung_against_another_on_their_common_seeds(tmp_path):
     assert unknown.returncode != 0
     assert unknown.stderr.strip().splitlines()[-1] == \
         "--pair: no rung 'nowhere' in the record; it has fast, full"
+
+
+def test_a_cell_whose_store_was_deleted_keeps_its_frames(tmp_path):
+    """The scaling curve plots frames: a cell whose store was deleted to free disk reads
+    them from its latent set's record of the store (the e3000 points had none)."""
+    import json
+
+    ladder = _ladder()
+    store, cell = tmp_path / "data" / "store", tmp_path / "vae" / "seed0"
+    (store / "rollouts").mkdir(parents=True)
+    (store / "rollouts" / "meta.json").write_text(json.dumps({"frames": 1234}))
+    (cell / "latents").mkdir(parents=True)
+    (cell / "pipeline.json").write_text(json.dumps({"stages": {}, "store": str(store)}))
+    (cell / "latents" / "meta.json").write_text(json.dumps(
+        {"store_identity": {"frames": 1234, "path": str(store / "rollouts")}}))
+    assert ladder.store_frames(cell) == 1234
+    (store / "rollouts" / "meta.json").unlink()
+    assert ladder.store_frames(cell) == 1234
+    (cell / "latents" / "meta.json").unlink()
+    assert ladder.store_frames(cell) is None
