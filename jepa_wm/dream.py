@@ -87,8 +87,8 @@ class Dream:
             or ``sample`` (a Bernoulli draw of the hazard each step).
         reward: ``head`` (M's reward head) or ``survival`` (+1 per step).
         max_steps: Time limit: a dream ends after this many steps.
-        compact: Drop finished dreams from the batch (off only to check that it changes
-            nothing, and for ``DreamEnv``).
+        compact: Drop finished dreams from the batch, down to ``batch_size`` rows (off
+            only to check that it changes nothing, and for ``DreamEnv``).
         start_sigma: Posterior sigma of each start, standardised, ``(S, D)``: a dream starts
             at ``starts + start_sigma * eps`` (None = at ``starts``).
         done_threshold: The hazard above which ``threshold`` ends a dream (0.5 as the
@@ -193,8 +193,9 @@ class Dream:
         ``action``: ``(N, A)`` action vectors (or Discrete indices ``(N,)``) for the N rows
         of ``state``. Returns ``(next_state, z, reward, done)`` where ``z`` ``(N, D)``,
         ``reward`` ``(N,)``, ``done`` ``(N,)`` bool are for the rows of the *given* state
-        (rows already finished, kept when not compacting, get reward 0 and done True);
-        ``next_state`` holds only the unfinished rows when compacting. A dict given as
+        (rows already finished, kept when not compacting or as padding, get reward 0 and
+        done True); when compacting, ``next_state`` holds the unfinished rows and as many
+        finished ones as ``batch_size`` pads them with. A dict given as
         ``info`` gets ``hazard`` ``(N,)``: the hazard this step's death was drawn from.
         """
         a = self.action.vector(torch.as_tensor(action))
@@ -228,12 +229,37 @@ class Dream:
                                             fused=self.kernel == "fused")
             view = (self._to_view(z), vh, vc)
         nxt = replace(state, z=z, h=h, c=c, alive=~done, t=t, view=view)
-        if self.compact and bool(done.any()):  # nothing ended: the rows stay as they are
-            keep = ~done
+        keep = self._rows_to_keep(done) if self.compact else None
+        if keep is not None:
             nxt = replace(nxt, z=z[keep], h=h[keep], c=c[keep], index=state.index[keep],
                           alive=nxt.alive[keep],
                           view=None if view is None else tuple(v[keep] for v in view))
         return nxt, z, reward, done
+
+    @staticmethod
+    def _rows_to_keep(done: torch.Tensor) -> torch.Tensor | None:
+        """Compaction: the rows of the next state (a mask over ``done``'s), or None to
+        keep them all. The live rows, padded with finished ones to ``batch_size(live)``."""
+        live = int(done.numel() - done.sum())
+        size = batch_size(live)
+        if size >= len(done):
+            return None
+        keep = ~done
+        keep[torch.nonzero(done).flatten()[:size - live]] = True
+        return keep
+
+
+def batch_size(live: int) -> int:
+    """The rows a compacted dream batch keeps for ``live`` running dreams: ``live``
+    rounded up to a multiple of an eighth of the power of two below it (exact under 16),
+    finished dreams filling the rest (they compute, and count for nothing). A generation's
+    batch then takes a few dozen sizes, not one per death: oneDNN builds a kernel for each
+    new matmul shape, about 4 ms for M's bf16 gate matmul against 0.6 ms for the matmul
+    itself (``benchmarks/results/speed.md`` §2)."""
+    if live < 16:
+        return live
+    step = 1 << (live.bit_length() - 4)
+    return -(-live // step) * step
 
 
 Policy = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -247,8 +273,9 @@ def rollout(dream: Dream, policy: Policy, n: int, generator: torch.Generator,
     """Run ``n`` dreams to their ends with ``policy(x, index) -> action vectors``
     (``x`` ``(N, in)`` controller inputs of the live rows, ``index`` their dream ids).
 
-    ``on_step(state, hazard)``, when given, sees every step's live rows before they move
-    and the hazard their death is drawn from (what a benchmark reads along the dreams).
+    ``on_step(state, hazard)``, when given, sees every step's rows before they move and the
+    hazard their death is drawn from (what a benchmark reads along the dreams); rows of
+    finished dreams kept as padding (``batch_size``) have ``state.alive`` False.
     Returns ``returns`` ``(n,)``, ``lengths`` ``(n,)`` and ``steps`` (dream steps taken).
     """
     state = dream.reset(n, generator)

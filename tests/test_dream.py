@@ -9,7 +9,7 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from jepa_wm.dream import Dream, DreamEnv, rollout
+from jepa_wm.dream import Dream, DreamEnv, batch_size, rollout
 from jepa_wm.envs import ActionSpace
 from jepa_wm.io import UserError
 from jepa_wm.memory import MDNRNNModule
@@ -62,6 +62,30 @@ def test_compaction_gives_the_same_dreams(done, bias):
     assert compact["steps"] == int(lengths.sum()) < len(lengths) * int(lengths.max())
 
 
+def test_compaction_pads_the_batch_to_a_few_sizes_and_changes_no_dream():
+    """A compacted batch keeps ``batch_size(live)`` rows: never fewer than the live dreams,
+    at most an eighth more, so 600 dreams dying one by one take a few dozen batch sizes
+    (oneDNN builds a kernel per matmul shape), and the dreams are those of the full batch."""
+    assert [batch_size(n) for n in (0, 1, 15, 16, 17, 100, 574, 1024, 1025)] == \
+        [0, 1, 15, 16, 18, 104, 576, 1024, 1152]
+    assert all(n <= batch_size(n) <= n + n // 8 for n in range(2000))
+    dream = make_dream(-4.0, max_steps=300)
+    rows, live = [], []
+    compact = rollout(dream, lambda x, i: torch.zeros(len(i), dtype=torch.long), 600,
+                      torch.Generator().manual_seed(3),
+                      on_step=lambda st, _: (rows.append(len(st.index)), live.append(st.live)))
+    full = rollout(make_dream(-4.0, max_steps=300, compact=False),
+                   lambda x, i: torch.zeros(len(i), dtype=torch.long), 600,
+                   torch.Generator().manual_seed(3))
+    assert torch.equal(compact["lengths"], full["lengths"])
+    torch.testing.assert_close(compact["returns"], full["returns"])
+    assert len(set(live)) > 100  # dreams ended at many different steps
+    # each step's rows: the last step's, or batch_size of the dreams still running
+    assert rows[0] == 600 and all(r == min(before, batch_size(n)) for before, r, n
+                                  in zip(rows, rows[1:], live[1:], strict=False))
+    assert 3 * len(set(rows)) < len(set(live)) and rows[-1] < 100
+
+
 def test_survival_reward_counts_steps_and_time_limit_ends_dreams():
     out = play(make_dream(reward="survival", max_steps=20))
     torch.testing.assert_close(out["returns"], out["lengths"].float())
@@ -103,7 +127,8 @@ def test_on_step_sees_every_live_step_and_the_hazard_its_death_was_drawn_from():
     seen = []
 
     def on_step(state, hazard):
-        seen.append((state.index.clone(), state.alive.sum().item(), hazard.clone()))
+        seen.append((state.index[state.alive], state.alive.sum().item(),
+                     hazard[state.alive]))
 
     plain = play(dream)
     dim = controller_input_dim(dream.latent_dim, dream.hidden_size, False)
@@ -114,7 +139,7 @@ def test_on_step_sees_every_live_step_and_the_hazard_its_death_was_drawn_from():
     assert torch.equal(plain["lengths"], hooked["lengths"])
     assert sum(alive for _, alive, _ in seen) == hooked["steps"] == int(plain["lengths"].sum())
     assert len(seen) == int(plain["lengths"].max())
-    # each dream's row appears once per step it lived
+    # each dream's live row appears once per step it lived
     counts = torch.zeros(48, dtype=torch.long)
     for index, _, hazard in seen:
         counts.index_add_(0, index, torch.ones_like(index))
