@@ -125,7 +125,10 @@ class ControllerConfig:
         start: Dreams start from real latents of ``episode`` starts or ``random`` frames.
         real_check_every: Every this many generations the best C plays real episodes.
         real_check_episodes: Real episodes per check.
-        workers: Real-env worker processes (``where: real`` and checks).
+        workers: Real-env worker processes (``where: real`` and checks). Real play steps
+            every env, then runs V, M and C for all of them in this process: 4 envs on 2
+            cores play 1.3x the frames/s of 2 (``benchmarks/results/speed.md`` §2); a job's
+            episode is the same at any count.
         precision: The dream's arithmetic: ``32`` (fp32) or ``bf16`` (M's two matmuls per
             step in bf16 on cached bf16 weights; state, gates and sampling stay fp32: 2x
             faster at the paper's M size on a CPU with AMX, ``benchmarks/results/
@@ -156,7 +159,7 @@ class ControllerConfig:
     start: Literal["episode", "random"] = "episode"
     real_check_every: int = 10
     real_check_episodes: int = 4
-    workers: int = 2
+    workers: int = 4
     precision: Literal["32", "bf16"] = "32"
     kernel: Literal["eager", "fused"] = "eager"
     threads: int | None = None
@@ -170,7 +173,7 @@ class EvaluateConfig:
         episodes: Real-env episodes (fixed seeds).
         dream_episodes: Dreams at the training temperature.
         taus: Extra dream temperatures for the virtual-vs-actual table (empty = none).
-        workers: Real-env worker processes.
+        workers: Real-env worker processes (as ``controller_train.workers``).
         fidelity_dreams: Dreams of the data policy in the ``fidelity`` stage.
         fidelity_hold_episodes: Real episodes per action of the hold-one-action policies
             whose dream survival the ``fidelity`` stage sets against the game's
@@ -182,7 +185,7 @@ class EvaluateConfig:
     taus: list[float] = field(default_factory=list)
     fidelity_dreams: int = 1024
     fidelity_hold_episodes: int = 16
-    workers: int = 2
+    workers: int = 4
 
 
 @dataclass
@@ -208,6 +211,9 @@ class IterateConfig:
             ``lr``). Adam restarts each round: at M's full rate (1e-3) one round took the
             death sum on held-out random play from 1.18 to 1.91 per episode, at 1e-4 it
             stayed 1.18 (``docs/RESULTS.md``, session 10).
+        workers: Real-env worker processes for C's episodes (as
+            ``controller_train.workers``; the random data's collection uses the top-level
+            ``workers``: with nothing to compute between steps, more envs do not help it).
     """
 
     rounds: int = 0
@@ -216,6 +222,7 @@ class IterateConfig:
     memory_epochs: int = 10
     memory_lr: float | None = None
     worlds: Literal["last", "all"] = "last"
+    workers: int = 4
 
 
 @dataclass

@@ -53,6 +53,8 @@ def check_config(ic) -> None:
         raise UserError(f"iterate.epsilon: {ic.epsilon}; accepted: 0 to 1")
     if ic.memory_epochs < 1:
         raise UserError(f"iterate.memory_epochs: {ic.memory_epochs}; accepted: >= 1")
+    if ic.workers < 1:
+        raise UserError(f"iterate.workers: {ic.workers}; accepted: >= 1")
     if ic.memory_lr is not None and not ic.memory_lr > 0:
         raise UserError(f"iterate.memory_lr: {ic.memory_lr}; accepted: null (M's own lr) or "
                         "a number > 0")
@@ -145,7 +147,7 @@ def run_round(cfg, k: int, vision, vision_ckpt: Path, prev: Models, stores: list
                               epsilon=ic.epsilon, max_hold=cfg.max_hold)
     with torch.no_grad(), single_thread():
         timed("collect", collect, cfg.env, folder / "data", ic.episodes,
-              seed=round_seed(cfg.seed, k), workers=cfg.workers, image_size=cfg.image_size,
+              seed=round_seed(cfg.seed, k), workers=ic.workers, image_size=cfg.image_size,
               frame_skip=cfg.frame_skip, max_episode_steps=cfg.max_episode_steps,
               policy=policy, progress=False)
     timed("encode", encode_store, vision_ckpt, folder / "data", folder / "latents",

@@ -320,6 +320,35 @@ def test_play_real_sums_m_hazard_along_each_episode_it_played(run_dir):
     assert out["died"].all() and (out["lengths"] < 2100).all()
 
 
+def test_a_real_episode_is_the_same_whatever_the_number_of_envs(run_dir):
+    """``workers`` is a speed setting: each job's episode (its env seed, and V's posterior
+    noise from the job's own stream) is the same played on 1 env or spread over 3, for a C
+    whose action follows z."""
+    from jepa_wm.controller.real import play_real
+    from jepa_wm.memory import load_memory
+    from jepa_wm.nets.controller import controller_input_dim
+    from jepa_wm.pipeline import resolve
+    from jepa_wm.vision import VAEModule
+
+    cfg = resolve([SMOKE], 0, run_dir / "unused")
+    memory = load_memory(run_dir / "memory" / "final.ckpt")
+    torch.manual_seed(0)
+    vision = VAEModule(latent_dim=memory.latent_dim).eval()  # a V with a posterior: z noise
+    n = controller_input_dim(memory.latent_dim, memory.net.hidden_size, False)
+    params = 0.1 * torch.randn(1, num_params(n, memory.action),
+                               generator=torch.Generator().manual_seed(4))
+    population = ControllerPopulation(params, n, memory.action)
+
+    def play(workers):
+        return play_real(EnvSettings.of(cfg), vision, memory, population,
+                         np.zeros(4, dtype=np.int64), np.array([21, 22, 23, 24]), False,
+                         workers=workers)
+    one, three = play(1), play(3)
+    assert len(set(one["lengths"])) > 1  # the jobs are different episodes
+    for key in ("returns", "lengths", "hazard_sums"):
+        np.testing.assert_allclose(one[key], three[key], rtol=1e-5, err_msg=key)
+
+
 def test_iterate_worlds_all_trains_the_round_s_c_in_every_m_s_dream(run_dir, tmp_path,
                                                                    monkeypatch):
     """``iterate.worlds: all``: round 1's C is trained in round 1's M's dream and in round

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import closing
-from functools import partial
 
 import gymnasium as gym
 import numpy as np
@@ -31,6 +30,11 @@ def make_real_envs(env: EnvSettings, workers: int) -> gym.vector.VectorEnv:
     return make_vector_env(env.factory(), workers)
 
 
+def job_noise_seed(env_seed: int) -> int:
+    """The seed of the z noise of the real episode played on env seed ``env_seed``."""
+    return int(np.random.SeedSequence([int(env_seed), 2]).generate_state(1)[0])
+
+
 def observe(vision, memory, obs, draw: Callable[[torch.Size], torch.Tensor]) -> torch.Tensor:
     """Frames ``(N, H, W, C)`` uint8 -> the z C and M see: V's mean, plus ``sigma * draw(shape)``
     when V has a posterior, standardised by M's latent mean/std. The one place the real loop
@@ -48,7 +52,8 @@ def play_real(env: EnvSettings, vision, memory, population: ControllerPopulation
               owners: np.ndarray, seeds: np.ndarray, include_cell: bool = False, workers: int = 2,
               on_episode: Callable[[int, float], None] | None = None) -> dict:
     """Play one real episode per job of ``env``: job j uses candidate ``owners[j]`` of
-    ``population`` and env seed ``seeds[j]``.
+    ``population``, env seed ``seeds[j]`` and V's posterior noise from a stream of its own
+    (``job_noise_seed``): a job's episode is the same whatever ``workers`` is.
 
     Returns ``returns`` ``(J,)`` float, ``lengths`` ``(J,)`` int, ``steps`` (agent steps
     taken in all), ``died`` ``(J,)`` bool (the episode terminated, not truncated) and
@@ -64,12 +69,18 @@ def play_real(env: EnvSettings, vision, memory, population: ControllerPopulation
     hazard_sums, died = np.zeros(J), np.zeros(J, dtype=bool)
     job = np.arange(W)  # job each env is playing; -1 = idle (no jobs left)
     next_job, steps = W, 0
+    # each job draws its z noise from its own stream, so its episode does not depend on
+    # how many envs play the jobs or which one takes it (``workers`` changes only speed)
+    noise = [torch.Generator().manual_seed(job_noise_seed(seeds[j])) for j in job]
+
+    def draw(shape: torch.Size) -> torch.Tensor:
+        return torch.stack([torch.randn(shape[1:], generator=g) for g in noise])
+
     with reap_engines(), closing(make_real_envs(env, W)) as envs:
         obs, _ = envs.reset(seed=[int(seeds[j]) for j in job])
         h, c = torch.zeros(W, H), torch.zeros(W, H)
-        noise = torch.Generator().manual_seed(int(seeds[0]))
         while (job >= 0).any():
-            z = observe(vision, memory, obs, partial(torch.randn, generator=noise))
+            z = observe(vision, memory, obs, draw)
             x = torch.cat([z, h, c] if include_cell else [z, h], dim=-1)
             owner = torch.as_tensor(owners[np.maximum(job, 0)], dtype=torch.long)
             env_action, vec = population(x, owner)
@@ -92,6 +103,8 @@ def play_real(env: EnvSettings, vision, memory, population: ControllerPopulation
                     job[i] = next_job if next_job < J else -1
                     next_job += job[i] >= 0
                     reset_seeds[i] = int(seeds[job[i]]) if job[i] >= 0 else None
+                    if job[i] >= 0:
+                        noise[i].manual_seed(job_noise_seed(seeds[job[i]]))
                     h[i], c[i] = 0.0, 0.0
                 obs, _ = envs.reset(seed=reset_seeds, options={"reset_mask": ended})
     return {"returns": returns, "lengths": lengths, "steps": steps, "died": died,
