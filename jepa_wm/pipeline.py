@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 from jsonargparse import Namespace
 
-from jepa_wm.config import data_hash, drop_neutral, to_dict
+from jepa_wm.config import SPEED_ONLY, data_hash, drop_neutral, to_dict
 from jepa_wm.contract import STAGE, STAGE_ORDER, RunPaths, revision_entry, run_paths
 from jepa_wm.io import DONE_FILE, UserError, hash_obj, write_json, write_yaml
 
@@ -73,6 +73,16 @@ def done_stamp(stage_dir: Path) -> list | None:
 
 def _semantic(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k not in NON_SEMANTIC_KEYS}
+
+
+def _computes(values: dict[str, Any]) -> dict[str, Any]:
+    """What a saved config computes: no flags, no speed-only keys, no option at its
+    ``NEUTRAL`` value."""
+    def fast_free(v):
+        if isinstance(v, dict):
+            return {k: fast_free(x) for k, x in v.items() if k not in SPEED_ONLY}
+        return v
+    return drop_neutral(fast_free(_semantic(values)))
 
 
 def fingerprint(stage: str, stage_cfg: Namespace, paths: RunPaths,
@@ -153,14 +163,15 @@ def save_config(cfg: Namespace, paths: RunPaths) -> None:
     """Write the resolved config to ``config.yaml``; a different earlier one is kept as
     ``config.previous.yaml`` (nothing written is silently lost). One that differs only by
     options at their ``NEUTRAL`` values (a key newer code added, at the value that changes
-    nothing) is the same config: it is rewritten in the new form, nothing kept aside."""
+    nothing) or by ``SPEED_ONLY`` keys (threads, workers) computes the same: it is rewritten
+    in the new form, nothing kept aside."""
     target = paths.cell / "config.yaml"
     values = json.loads(json.dumps(schema_values(cfg), default=str))
     if target.exists():
         old = yaml.safe_load(target.read_text()) or {}
         if _semantic(old) == _semantic(values):  # e.g. only the sweep tag differs
             return
-        if drop_neutral(_semantic(old)) != drop_neutral(_semantic(values)):
+        if _computes(old) != _computes(values):
             os.replace(target, paths.cell / "config.previous.yaml")
             print(f"run: config of {paths.cell} changed; the old one is config.previous.yaml")
     write_yaml(target, values)

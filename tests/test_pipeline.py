@@ -128,6 +128,23 @@ def test_a_config_from_older_code_without_a_neutral_key_is_the_same_config(tmp_p
     assert yaml.safe_load((paths.cell / "config.previous.yaml").read_text()) == saved
 
 
+def test_a_config_that_differs_by_speed_only_keys_is_rewritten_in_place(tmp_path, capsys):
+    """Other worker or thread counts compute the same: config.yaml takes the new counts,
+    nothing is moved aside."""
+    cfg = resolve(tmp_path)
+    paths = contract.run_paths(cfg, tmp_path)
+    pipeline.save_config(cfg, paths)
+    target = paths.cell / "config.yaml"
+    faster = resolve(tmp_path, **{"evaluate.workers": 3, "iterate.workers": 5, "workers": 1,
+                                  "memory_train.threads": 1})
+    pipeline.save_config(faster, paths)
+    saved = yaml.safe_load(target.read_text())
+    assert (saved["evaluate"]["workers"], saved["iterate"]["workers"], saved["workers"],
+            saved["memory_train"]["threads"]) == (3, 5, 1, 1)
+    assert not (paths.cell / "config.previous.yaml").exists()
+    assert "changed" not in capsys.readouterr().out
+
+
 def test_the_stage_table_matches_every_stage_parser():
     """Each stage's path flags in the table are the ones its CLI parser takes (besides
     --out), and the table's order reads only from earlier stages."""
