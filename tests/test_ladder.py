@@ -67,20 +67,26 @@ def test_a_rung_with_another_c_search_shares_v_and_m_but_never_c(tmp_path):
                                             "controller": False}
 
 
-def test_doom_full_is_the_h30_round_rung_stage_for_stage():
+def test_doom_full_is_the_h30_round_rung_with_the_speed_options_stage_for_stage():
     """``configs/experiments/doom_full.yaml`` states the scores of the ladder rung
-    ``m512_shared_h30_it1``: every stage of it must have that rung's identity (seed 0),
-    and a changed key of either file breaks it."""
+    ``m512_shared_h30_it1_fast``: every stage of it must have that rung's identity (seed 0),
+    and a changed key of either file breaks it. Its V, M, C and round are not the fp32
+    rung's (``m512_shared_h30_it1``, what doom_full was before)."""
     from jepa_wm import contract, pipeline
 
     configs = ROOT / "configs"
-    rung = pipeline.resolve([configs / "experiments" / "doom_fast.yaml",
-                             configs / "variants" / "vae.yaml",
-                             configs / "ladder" / "m512_shared_h30_it1.yaml"], 0, "runs")
+
+    def ladder(rung):
+        return pipeline.resolve([configs / "experiments" / "doom_fast.yaml",
+                                 configs / "variants" / "vae.yaml",
+                                 configs / "ladder" / f"{rung}.yaml"], 0, "runs")
+    rung, fp32 = ladder("m512_shared_h30_it1_fast"), ladder("m512_shared_h30_it1")
     full = pipeline.resolve([configs / "experiments" / "doom_full.yaml",
                              configs / "variants" / "vae.yaml"], 0, "runs")
     for stage in contract.STAGE_ORDER:
         assert contract.identity(stage, full) == contract.identity(stage, rung), stage
+    for stage in ("train-vision", "train-memory", "train-controller", "iterate"):
+        assert contract.identity(stage, full) != contract.identity(stage, fp32), stage
     other = pipeline.resolve([configs / "experiments" / "doom_full.yaml",
                               configs / "variants" / "vae.yaml"], 0, "runs",
                              overrides={"iterate.episodes": 200})
