@@ -271,7 +271,8 @@ def rollout(dream: Dream, policy: Policy, n: int, generator: torch.Generator,
             on_step: Callable[[DreamState, torch.Tensor], None] | None = None
             ) -> dict[str, torch.Tensor | int]:
     """Run ``n`` dreams to their ends with ``policy(x, index) -> action vectors``
-    (``x`` ``(N, in)`` controller inputs of the live rows, ``index`` their dream ids).
+    (``x`` ``(N, in)`` controller inputs of the batch's rows, ``index`` their dream ids;
+    rows of finished dreams kept as padding act for nothing).
 
     ``on_step(state, hazard)``, when given, sees every step's rows before they move and the
     hazard their death is drawn from (what a benchmark reads along the dreams); rows of
