@@ -32,6 +32,7 @@ from jepa_wm.steps import (
     StepSeed,
     ValidationLog,
     checkpoint_step,
+    quiet_false_warnings,
     read_checkpoint,
     total_steps,
 )
@@ -459,6 +460,7 @@ def _fit(module: MDNRNNModule, tc: Any, seed: int, train, val, out: Path, resume
     last = out / "last.ckpt"
     if resume:
         print(f"train-memory: resuming from {last} (step {train.start})")
+    quiet_false_warnings()
     trainer.fit(module, loader, val_loader, ckpt_path=str(last) if resume else None,
                 weights_only=True)
     if not math.isfinite(float(trainer.callback_metrics.get("train/loss", 0.0))):

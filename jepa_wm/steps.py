@@ -18,7 +18,9 @@ cut; validation runs every data epoch's worth of steps (``val_check_interval``).
 
 from __future__ import annotations
 
+import re
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,19 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 from torch.utils.data import Sampler
+
+#: Two warnings Lightning prints that are false here: on a resumed V or M fit, the data
+#: streams below start at the restored step (resume is exact); on every M fit, M's ``EpisodeChunks`` is
+#: read in the main process (its ``__len__`` is the step count, never split across workers).
+FALSE_WARNINGS = ("You're resuming from a checkpoint that ended before the epoch ended",
+                  "Your `IterableDataset` has `__len__` defined")
+
+
+def quiet_false_warnings() -> None:
+    """Ignore ``FALSE_WARNINGS`` (called right before a V or M fit, so the filter is in
+    whatever warnings context the fit runs in)."""
+    for message in FALSE_WARNINGS:
+        warnings.filterwarnings("ignore", message=re.escape(message))
 
 
 def step_seed(seed: int, step: int, *more: int) -> int:

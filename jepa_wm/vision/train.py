@@ -42,6 +42,7 @@ from jepa_wm.steps import (
     StepSeed,
     ValidationLog,
     checkpoint_step,
+    quiet_false_warnings,
     read_checkpoint,
     total_steps,
 )
@@ -324,6 +325,7 @@ def train_vision(spec: dict, tc: Any, seed: int, store: RolloutStore, out: str |
     if trainable and sampler.total:
         if resumed is not None:
             print(f"train-vision: resuming from {last} (step {sampler.start})")
+        quiet_false_warnings()
         trainer.fit(model, train_loader, val_loader,
                     ckpt_path=str(last) if resumed is not None else None, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}  # last train step
