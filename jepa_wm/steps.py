@@ -30,8 +30,9 @@ from lightning_fabric.plugins import TorchCheckpointIO
 from torch.utils.data import Sampler
 
 #: Two warnings Lightning prints that are false here: on a resumed V or M fit, the data
-#: streams below start at the restored step (resume is exact); on every M fit, M's ``EpisodeChunks`` is
-#: read in the main process (its ``__len__`` is the step count, never split across workers).
+#: streams below start at the restored step (resume is exact); on every M fit, M's
+#: ``EpisodeChunks`` is read in the main process (its ``__len__`` is the step count, never
+#: split across workers).
 FALSE_WARNINGS = ("You're resuming from a checkpoint that ended before the epoch ended",
                   "Your `IterableDataset` has `__len__` defined")
 
