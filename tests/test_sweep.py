@@ -274,7 +274,7 @@ def test_the_verdict_sweep_runs_the_ladders_verdict_stage_for_stage():
 
     verdict = sweep.make_cells(sweep.load_sweep(ROOT / "configs/sweeps/verdict.yaml"), "runs")
     assert {(c.variant, c.seed) for c in verdict} == {
-        (v, s) for v in ("vae", "jepa_ema") for s in range(5)}
+        (v, s) for v in ("vae", "jepa_ema", "jepa_ema_flops") for s in range(5)}
     for cell in (c for c in verdict if c.seed in (0, 4)):
         rung = pipeline.resolve([ROOT / "configs/experiments/doom_fast.yaml",
                                  ROOT / f"configs/variants/{cell.variant}.yaml",
