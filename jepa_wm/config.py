@@ -249,8 +249,9 @@ MAX_HOLD = 10
 
 def experiment_parser(prog: str = "jepa-wm", description: str | None = None) -> ArgumentParser:
     """The schema every stage parses: data keys at top level, then one section per stage."""
-    p = ArgumentParser(prog=prog, description=description, exit_on_error=False,
-                       default_meta=False)
+    # not default_meta=False (deprecated in jsonargparse 4.44, gone in 5): these parses carry
+    # no metadata keys either way (tests/test_cli.py checks it)
+    p = ArgumentParser(prog=prog, description=description, exit_on_error=False)
     p.add_argument("--config", action=ActionConfigFile,
                    help="YAML config file(s), layered left to right.")
     p.add_argument("--experiment", type=str, default="default", help="Experiment name.")
